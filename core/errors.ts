@@ -22,6 +22,16 @@ export const EXIT_STATUS = {
   E_PLATFORM: 14,
   E_HANDSHAKE: 15,
   E_INTERNAL: 70,
+  /** No identity for a profile: no certificate subject, no --identity, no NAME.profile file name. */
+  E_IDENTITY_MISSING: 7,
+  /** A profile could not be rewritten (--strip): temp file, fsync, backup or rename failed. */
+  E_PROFILE_WRITE: 4,
+  /** A policy state (systems, tags, policies) failed validation; the message names the JSON path. */
+  E_POLICY_INVALID: 16,
+  /** compile/explain was asked about a system id the policy state does not have. */
+  E_POLICY_UNKNOWN_SYSTEM: 17,
+  /** An OS route listing (`route print`, `netstat -rn`, `ip -j route`) did not have the shape the parser knows. */
+  E_ROUTE_PARSE: 14,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_STATUS;
