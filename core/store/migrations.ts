@@ -1,0 +1,110 @@
+/**
+ * @module core/store/migrations
+ * The schema as an ordered list of migrations. Each has a fixed id and exact SQL steps, runs in
+ * its own transaction and is recorded in schema_migrations. Never edit a migration that has
+ * shipped: add the next one, and regenerate core/store/schema.sql (test/store/schema.test.ts
+ * checks the migrated schema against it, byte for byte).
+ *
+ * Conventions for later migrations: natural keys are UNIQUE (identity, tag name, policy name),
+ * rows reference each other by integer id with ON DELETE CASCADE for owned children, booleans
+ * are INTEGER 0/1 with a CHECK, times are INTEGER milliseconds since the epoch (from the
+ * injected clock), and `source` says who put a row there (manual, discovered, migrated).
+ */
+
+export interface Migration {
+  readonly id: string;
+  readonly up: readonly string[];
+}
+
+const SOURCE = "CHECK (source IN ('manual', 'discovered', 'migrated'))";
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: "0001_initial",
+    up: [
+      `CREATE TABLE systems (
+  id INTEGER PRIMARY KEY,
+  identity TEXT NOT NULL UNIQUE CHECK (length(identity) = 5 AND identity NOT GLOB '*[^A-Z0-9]*'),
+  name TEXT NOT NULL DEFAULT '',
+  description TEXT NOT NULL DEFAULT '',
+  public_key TEXT UNIQUE,
+  virtual_address TEXT UNIQUE,
+  approved INTEGER NOT NULL DEFAULT 0 CHECK (approved IN (0, 1)),
+  enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+  allowed_as_gateway INTEGER NOT NULL DEFAULT 0 CHECK (allowed_as_gateway IN (0, 1)),
+  source TEXT NOT NULL DEFAULT 'manual' ${SOURCE},
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+)`,
+      `CREATE TABLE tags (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+  description TEXT NOT NULL DEFAULT '',
+  source TEXT NOT NULL DEFAULT 'manual' ${SOURCE},
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+)`,
+      `CREATE TABLE system_tags (
+  system_id INTEGER NOT NULL REFERENCES systems (id) ON DELETE CASCADE,
+  tag_id INTEGER NOT NULL REFERENCES tags (id) ON DELETE CASCADE,
+  PRIMARY KEY (system_id, tag_id)
+) WITHOUT ROWID`,
+      `CREATE INDEX system_tags_by_tag ON system_tags (tag_id)`,
+      `CREATE TABLE gateway_subnets (
+  id INTEGER PRIMARY KEY,
+  system_id INTEGER NOT NULL REFERENCES systems (id) ON DELETE CASCADE,
+  prefix TEXT NOT NULL,
+  nat INTEGER NOT NULL DEFAULT 1 CHECK (nat IN (0, 1)),
+  nat_address TEXT,
+  source TEXT NOT NULL ${SOURCE},
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  UNIQUE (system_id, prefix)
+)`,
+      `CREATE TABLE gateway_access_policies (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
+  description TEXT NOT NULL DEFAULT '',
+  enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+  source TEXT NOT NULL DEFAULT 'manual' ${SOURCE},
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+)`,
+      `CREATE TABLE gateway_access_policy_sender_tags (
+  policy_id INTEGER NOT NULL REFERENCES gateway_access_policies (id) ON DELETE CASCADE,
+  tag_id INTEGER NOT NULL REFERENCES tags (id) ON DELETE RESTRICT,
+  PRIMARY KEY (policy_id, tag_id)
+) WITHOUT ROWID`,
+      // A policy reaches each of its gateways; with no subnet rows for a (policy, gateway) pair
+      // it reaches all of that gateway's subnets, otherwise exactly the listed ones.
+      `CREATE TABLE gateway_access_policy_gateways (
+  policy_id INTEGER NOT NULL REFERENCES gateway_access_policies (id) ON DELETE CASCADE,
+  system_id INTEGER NOT NULL REFERENCES systems (id) ON DELETE CASCADE,
+  PRIMARY KEY (policy_id, system_id)
+) WITHOUT ROWID`,
+      `CREATE INDEX gateway_access_policy_gateways_by_system ON gateway_access_policy_gateways (system_id)`,
+      `CREATE TABLE gateway_access_policy_subnets (
+  policy_id INTEGER NOT NULL,
+  system_id INTEGER NOT NULL,
+  prefix TEXT NOT NULL,
+  PRIMARY KEY (policy_id, system_id, prefix),
+  FOREIGN KEY (policy_id, system_id) REFERENCES gateway_access_policy_gateways (policy_id, system_id) ON DELETE CASCADE
+) WITHOUT ROWID`,
+      `CREATE TABLE audit_log (
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
+)`,
+      `CREATE INDEX audit_log_by_subject ON audit_log (subject, at)`,
+    ],
+  },
+];
+
+/** Created before any migration runs; it records them. */
+export const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  id TEXT PRIMARY KEY,
+  applied_at INTEGER NOT NULL
+) WITHOUT ROWID`;
