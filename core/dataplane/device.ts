@@ -12,12 +12,17 @@
  *   O2 parse     version and destination from the header (packet.ts); malformed -> drop `malformed-tun-packet`.
  *   O3 route     destination -> peer by longest prefix over every peer's allowed IPs;
  *                no peer -> drop `no-peer-for-destination`.
- *   O4 session   the peer's current keypair, if usable (younger than REJECT_AFTER_TIME, counter below
+ *   O4 flow      gateways only (setGateway): a packet whose source is not an overlay address came
+ *                from a LAN and must answer a flow the overlay side opened (gateway.ts): its
+ *                reversed tuple is a live flow, or it is an ICMP error quoting one; otherwise
+ *                drop `gateway-unsolicited` (`gateway-fragment` for a later fragment of an unknown
+ *                datagram, `flow-table-full` when the gateway's own flow cannot be recorded).
+ *   O5 session   the peer's current keypair, if usable (younger than REJECT_AFTER_TIME, counter below
  *                the limit); otherwise the packet is staged (bounded, oldest dropped as `staged-overflow`)
  *                and a handshake initiation is sent (at most one per REKEY_TIMEOUT).
- *   O5 seal      pad to 16 (capped at the MTU), encrypt under the next counter, transport header.
- *   O6 send      to the peer's endpoint through the Bind; no endpoint -> drop `no-endpoint`.
- *   O7 timers    data sent / packet sent events; rekey when the session is old (initiator) or worn.
+ *   O6 seal      pad to 16 (capped at the MTU), encrypt under the next counter, transport header.
+ *   O7 send      to the peer's endpoint through the Bind; no endpoint -> drop `no-endpoint`.
+ *   O8 timers    data sent / packet sent events; rekey when the session is old (initiator) or worn.
  *
  * Inbound, UDP -> TUN (handleDatagram):
  *   I1 receive   the host hands over one datagram and its source endpoint.
@@ -34,10 +39,19 @@
  *   I7 keepalive an empty packet ends here.
  *   I8 allow     the inner header must be whole (`malformed-ip`) and its source must route back to
  *                the sending peer (`source-not-allowed`): cryptokey routing's inbound half.
- *   I9 deliver   written to the TUN, trimmed to the header's length (padding removed).
+ *   I9 gateway   gateways only (setGateway): the access filter (filter.ts) for that sender: the
+ *                source must be its own virtual address (`gateway-source-spoofed`), the destination
+ *                not the gateway itself (`gateway-local-address`), and destination, protocol and
+ *                port granted (`gateway-no-grant`; `gateway-fragment`, `malformed-ip`); an allowed
+ *                packet into a LAN records or refreshes its flow (`flow-table-full`).
+ *   I10 deliver  written to the TUN, trimmed to the header's length (padding removed).
+ *
+ * Gateway drops are counted per peer (with every other drop) and in stats().gateway.drops over
+ * all peers. Without setGateway, O4 and I9 do nothing.
  *
  * Timers (tick): per peer, WireGuard's retransmit / keepalive / new-handshake / zero-keys /
- * persistent-keepalive deadlines (core/wire/timers.ts); tick returns ms until the next one.
+ * persistent-keepalive deadlines (core/wire/timers.ts); tick returns ms until the next one. On a
+ * gateway, tick also expires a slice of the flow table.
  */
 import { WaygateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -81,6 +95,8 @@ import {
   ipv6Destination,
   ipv6Source,
 } from "./packet.ts";
+import { ALLOW, GatewayConfigError, type GatewayDropReason, type GatewaySender, MALFORMED_IP } from "./filter.ts";
+import { Gateway, type GatewayConfig } from "./gateway.ts";
 import type { BindWriter, Endpoint, PacketEngine, TunWriter } from "./ports.ts";
 
 /** Every reason a packet or message is dropped: stable strings, the keys of `drops` in stats. */
@@ -109,6 +125,7 @@ export type DropReason =
   | "replayed"
   | "malformed-ip"
   | "source-not-allowed"
+  | GatewayDropReason
   | "internal-error";
 
 export type DropCounts = Partial<Record<DropReason, number>>;
@@ -161,11 +178,23 @@ export interface PeerStats {
   drops: DropCounts;
 }
 
+export interface GatewayStats {
+  /** Flows stored (expired ones not yet swept included). */
+  flows: number;
+  maxFlows: number;
+  /** Gateway drops over all peers (each is also in its peer's `drops`). */
+  drops: DropCounts;
+  senders: number;
+  rules: number;
+}
+
 export interface DeviceStats {
   publicKey: string;
   peers: PeerStats[];
   /** Drops not attributable to one peer. */
   drops: DropCounts;
+  /** Null unless setGateway configured this device as a gateway. */
+  gateway: GatewayStats | null;
   cookieRepliesSent: number;
   underLoad: boolean;
 }
@@ -203,6 +232,8 @@ class Peer {
   handshakes = 0;
   handshakeInitiations = 0;
   drops: DropCounts = {};
+  /** This peer's compiled gateway rules (null: none, or not a gateway). */
+  gatewaySender: GatewaySender | null = null;
 
   constructor(
     readonly publicKey: Uint8Array,
@@ -235,6 +266,7 @@ export class Device implements PacketEngine {
   private readonly peersByHex = new Map<string, Peer>();
   private readonly indices = new Map<number, IndexEntry>();
   private routes = new PrefixTable<Peer>();
+  private gateway: Gateway | null = null;
   private readonly drops: DropCounts = {};
   private cookieRepliesSent = 0;
   private loadWindowStartMs = Number.NEGATIVE_INFINITY;
@@ -346,8 +378,40 @@ export class Device implements PacketEngine {
       }
     }
     this.routes = routes;
+    for (const peer of this.peers.values()) peer.gatewaySender = this.gateway?.filter.sender(peer.keyText) ?? null;
     for (const peer of keepaliveNow) this.sendKeepalive(peer);
     this.flush();
+  }
+
+  /**
+   * Makes this device a gateway enforcing `config` (core/dataplane/gateway.ts), or, with null, no
+   * gateway at all (flows forgotten, O4 and I9 off). Validates before changing anything; calling
+   * it again keeps the flow table (unless maxFlows changes) and drops the flows the new rules
+   * would not let the overlay side open.
+   */
+  setGateway(config: GatewayConfig | null): void {
+    if (config === null) {
+      if (this.gateway !== null) this.log.info("device: gateway off");
+      this.gateway = null;
+      for (const peer of this.peers.values()) peer.gatewaySender = null;
+      return;
+    }
+    let next: Gateway;
+    try {
+      const b = this.random(4);
+      const seed = b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24);
+      next = new Gateway(config, { seed, previous: this.gateway });
+    } catch (cause) {
+      if (cause instanceof GatewayConfigError) throw cause;
+      throw new DeviceConfigError(`gateway: ${(cause as Error).message}`, { cause });
+    }
+    const revoked = this.gateway === null ? 0 : next.revalidate(this.now());
+    this.gateway = next;
+    for (const peer of this.peers.values()) peer.gatewaySender = next.filter.sender(peer.keyText);
+    const d = next.filter.describe();
+    this.log.info(
+      `device: gateway on senders=${d.senders} rules=${d.rules} intervals=${d.intervals} max_flows=${next.flows.maxEntries} flows_revoked=${revoked}`,
+    );
   }
 
   private addPeer(key: Uint8Array, psk: Uint8Array | undefined): Peer {
@@ -402,7 +466,17 @@ export class Device implements PacketEngine {
       this.drop(null, "no-peer-for-destination");
       return;
     }
-    // O4 session
+    // O4 flow
+    const gateway = this.gateway;
+    if (gateway !== null) {
+      const verdict = gateway.outbound(packet, len, this.now());
+      if (verdict !== ALLOW) {
+        if (verdict === MALFORMED_IP) this.drop(null, "malformed-tun-packet");
+        else this.drop(peer, gateway.count(verdict));
+        return;
+      }
+    }
+    // O5 session
     const kp = peer.current;
     if (peer.staged.length === 0 && kp !== null && this.usable(kp)) {
       this.sealAndSend(peer, kp, packet, len);
@@ -425,7 +499,7 @@ export class Device implements PacketEngine {
     peer.staged.push(packet);
   }
 
-  /** O5 seal, O6 send. */
+  /** O6 seal, O7 send. */
   private sealAndSend(peer: Peer, kp: Keypair, packet: Uint8Array, len: number): void {
     const endpoint = peer.endpoint;
     if (endpoint === null) {
@@ -437,7 +511,7 @@ export class Device implements PacketEngine {
     this.bind.sendDatagram(this.sendBuf.subarray(0, n), endpoint);
   }
 
-  /** O7 timers, after one or more transport messages went out. */
+  /** O8 timers, after one or more transport messages went out. */
   private afterSend(peer: Peer, dataSent: boolean): void {
     peer.timers.anyAuthenticatedPacketTraversal();
     peer.timers.anyAuthenticatedPacketSent();
@@ -730,7 +804,7 @@ export class Device implements PacketEngine {
     if (!entry.peer.cookies.consumeReply(data)) this.drop(entry.peer, "cookie-invalid");
   }
 
-  /** I5–I9: a transport message. */
+  /** I5–I10: a transport message. */
   private receiveTransport(data: Uint8Array, from: Endpoint): void {
     // I5 open
     const entry = this.indices.get(readU32(data, 4));
@@ -781,7 +855,16 @@ export class Device implements PacketEngine {
       this.drop(peer, "source-not-allowed");
       return;
     }
-    // I9 deliver
+    // I9 gateway
+    const gateway = this.gateway;
+    if (gateway !== null) {
+      const verdict = gateway.inbound(peer.gatewaySender, buf, length, this.now());
+      if (verdict !== ALLOW) {
+        this.drop(peer, gateway.count(verdict));
+        return;
+      }
+    }
+    // I10 deliver
     this.tun.writePacket(buf.subarray(0, length));
   }
 
@@ -816,6 +899,7 @@ export class Device implements PacketEngine {
   tick(): number {
     const now = this.now();
     let next = now + MAX_TICK_MS;
+    this.gateway?.sweep(now);
     for (const peer of this.peers.values()) {
       const bits = peer.timers.takeExpired(now);
       if (bits !== 0) {
@@ -890,9 +974,17 @@ export class Device implements PacketEngine {
       publicKey: this.publicKey,
       peers,
       drops: { ...this.drops },
+      gateway: this.gatewayStats(),
       cookieRepliesSent: this.cookieRepliesSent,
       underLoad: this.now() < this.underLoadUntilMs,
     };
+  }
+
+  private gatewayStats(): GatewayStats | null {
+    const g = this.gateway;
+    if (g === null) return null;
+    const d = g.filter.describe();
+    return { flows: g.flows.size, maxFlows: g.flows.maxEntries, drops: { ...g.drops }, senders: d.senders, rules: d.rules };
   }
 
   /** Session facts for one peer (tests and diagnostics): which keypairs exist, counters. */
