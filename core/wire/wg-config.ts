@@ -10,6 +10,7 @@ import * as v from "valibot";
 import { WaygateError } from "../errors.ts";
 import { parseAddress, parsePrefix } from "../net/address.ts";
 import { decodeKey } from "./keys.ts";
+import type { PeerConfig } from "../dataplane/device.ts";
 
 export class WgConfigError extends WaygateError {
   constructor(
@@ -297,4 +298,38 @@ export function parseWgConfig(text: string, file = "<config>"): WgConfig {
   if (lp !== undefined) result.interface.listenPort = check(PortSchema, lp.value, failer(lp.line, "ListenPort"));
   if (mtu !== undefined) result.interface.mtu = check(MtuSchema, mtu.value, failer(mtu.line, "MTU"));
   return result;
+}
+
+/**
+ * The Device's peer list for a parsed config. `resolved` maps each endpoint host that is a name
+ * (not an IP address) to the address it resolved to; the caller resolves (core does no I/O).
+ * A host name missing from `resolved` is an E_CONFIG_INVALID error naming the [Peer] line.
+ */
+export function wgPeerConfigs(config: WgConfig, resolved: ReadonlyMap<string, string> = new Map(), file = "<config>"): PeerConfig[] {
+  return config.peers.map((peer) => {
+    const out: PeerConfig = { publicKey: peer.publicKey, allowedIps: [...peer.allowedIps] };
+    if (peer.presharedKey !== undefined) out.presharedKey = peer.presharedKey;
+    if (peer.persistentKeepalive !== undefined) out.persistentKeepalive = peer.persistentKeepalive;
+    if (peer.endpoint !== undefined) {
+      const { host, port } = peer.endpoint;
+      const address = isIpText(host) ? host : resolved.get(host);
+      if (address === undefined) throw new WgConfigError(file, peer.line, "Endpoint", `host ${JSON.stringify(host)} was not resolved`);
+      out.endpoint = { address, port };
+    }
+    return out;
+  });
+}
+
+/** Endpoint hosts of a parsed config that are names to resolve (not IP addresses), deduplicated. */
+export function wgEndpointHostnames(config: WgConfig): string[] {
+  return [...new Set(config.peers.flatMap((p) => (p.endpoint && !isIpText(p.endpoint.host) ? [p.endpoint.host] : [])))];
+}
+
+function isIpText(host: string): boolean {
+  try {
+    parseAddress(host);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * @module test/e2e/waygate-wireguard-go.test
- * Interop: Waygate's Device (noble crypto) in a platform/linux host in one namespace,
- * wireguard-go in another, `wg genkey` keys. Waygate initiates (ping from its side), then
+ * Interop: Waygate's Device in a platform/linux host driven directly (no CLI), with the production
+ * engine (platform/linux/device-engine.ts) forced onto the @noble reference crypto, in one
+ * namespace, wireguard-go in another, `wg genkey` keys. Waygate initiates (ping from its side), then
  * wireguard-go sends through the established session (ping from the other side).
  */
 import { expect } from "bun:test";
@@ -29,8 +30,9 @@ rootTest(
       const host = await spawnHost(rig, a, {
         tunName: rig.linkName("wa"),
         listenPort: 51820,
-        engineModule: `${import.meta.dir}/device-engine.ts`,
+        engineModule: `${import.meta.dir}/../../platform/linux/device-engine.ts`,
         engineConfig: {
+          forceNoble: true,
           privateKey: ka.privateKey,
           peers: [{ publicKey: kb.publicKey, allowedIps: ["10.77.2.2/32"], endpoint: { address: "10.77.1.2", port: 51821 } }],
         },
@@ -47,7 +49,7 @@ rootTest(
       expect(Number(peer[4])).toBeGreaterThan(0);
       const stats = await host.stats();
       expect(stats.host.engineErrors).toBe(0);
-      expect(stats.engine).toMatchObject({ peers: [{ publicKey: kb.publicKey }] });
+      expect(stats.engine).toMatchObject({ crypto: "noble", peers: [{ publicKey: kb.publicKey }] });
       expect(await host.stop()).toBe(0);
     });
   },
