@@ -22,6 +22,10 @@ export const EXIT_STATUS = {
   E_PLATFORM: 14,
   E_HANDSHAKE: 15,
   E_INTERNAL: 70,
+  /** A DNS message that does not decode (counted and answered FORMERR; never reaches the CLI). */
+  E_DNS_FORMAT: 18,
+  /** A DNS configuration (resolv.conf, hosts, zone) that cannot be used. */
+  E_DNS: 18,
   /** No identity for a profile: no certificate subject, no --identity, no NAME.profile file name. */
   E_IDENTITY_MISSING: 7,
   /** A profile could not be rewritten (--strip): temp file, fsync, backup or rename failed. */
