@@ -56,4 +56,95 @@ export const commands: Record<string, CommandEntry> = {
     examples: ["waygate pubkey < private.key", "wg genkey | waygate pubkey"],
     load: () => import("./pubkey.ts").then((m) => m.default),
   },
+  enrol: {
+    summary: "Enrol this machine with a control plane using a one-time enrolment key",
+    examples: [
+      "waygate enrol --server http://192.168.1.1:7070 --key K-3F9A...",
+      "waygate enrol --server https://waygate.example.com --key K-3F9A... --state-dir /srv/waygate-agent",
+    ],
+    load: () => import("./enrol.ts").then((m) => m.default),
+  },
+  run: {
+    summary: "Run the agent in the foreground (root): stream the NetMap and apply it to the tunnel",
+    examples: ["waygate run", "waygate run -v 4", "waygate run --interface wg-office --listen-port 51821 --state-dir /srv/waygate-agent"],
+    load: () => import("./run.ts").then((m) => m.default),
+  },
+  status: {
+    summary: "Show this machine's identity, virtual address and peers (state, endpoint, Gateway for, ACLs)",
+    examples: ["waygate status", "waygate status --json", "waygate status --state-dir /srv/waygate-agent"],
+    load: () => import("./status.ts").then((m) => m.default),
+  },
+  serve: {
+    summary: "Run the control plane: admin API, enrolment and NetMap streaming (prints the admin token once)",
+    examples: [
+      "waygate serve",
+      "waygate serve --listen 0.0.0.0:7070 --db /var/lib/waygate/waygate.db",
+      "waygate serve --tls-cert /etc/waygate/cert.pem --tls-key /etc/waygate/key.pem --admin-token-file /etc/waygate/admin-token",
+      "waygate serve --standalone",
+    ],
+    load: () => import("./serve.ts").then((m) => m.default),
+  },
+  systems: {
+    summary: "List, show, approve, enable/disable, edit and remove systems on the control plane",
+    examples: [
+      "waygate systems list",
+      "waygate systems list --json",
+      "waygate systems show G982V",
+      "waygate systems approve G982V",
+      "waygate systems edit G982V --add-tag servers --description 'office router'",
+      "waygate systems disable Y7299",
+      "waygate systems remove Y7299",
+    ],
+    load: () => import("./systems.ts").then((m) => m.default),
+  },
+  keys: {
+    summary: "Create, list and revoke enrolment keys (single-use or multi-use, expiry, tags, auto-approve)",
+    examples: [
+      "waygate keys create --tag staff --auto-approve",
+      "waygate keys create --uses 20 --expires 7d --tag servers --description 'rack 4'",
+      "waygate keys create --system G982V --auto-approve   # claim a migrated system",
+      "waygate keys list --json",
+      "waygate keys remove 3fa91c0d2e",
+    ],
+    load: () => import("./keys.ts").then((m) => m.default),
+  },
+  tags: {
+    summary: "List, add and remove tags",
+    examples: ["waygate tags list", "waygate tags add staff --description 'office laptops'", "waygate tags remove contractors", "waygate tags list --json"],
+    load: () => import("./tags.ts").then((m) => m.default),
+  },
+  gateways: {
+    summary: "Allow systems to act as gateways; add/remove subnets, NAT on/off, drain, priority",
+    examples: [
+      "waygate gateways list",
+      "waygate gateways enable G982V",
+      "waygate gateways subnet-add G982V 172.26.0.0/20",
+      "waygate gateways subnet-add Q8QW8 0.0.0.0/0 --priority 50",
+      "waygate gateways nat G982V 172.26.0.0/20 off",
+      "waygate gateways drain G982V 172.26.0.0/20",
+      "waygate gateways subnet-remove G982V 172.26.0.0/20",
+    ],
+    load: () => import("./gateways.ts").then((m) => m.default),
+  },
+  policies: {
+    summary: "Manage gateway access policies (--direct: direct access policies between tags)",
+    examples: [
+      "waygate policies list",
+      "waygate policies add staff-office --tag staff --gateway G982V=172.26.0.0/20",
+      "waygate policies add db-only --tag contractors --gateway Q8QW8 --filter '10.0.0.5 tcp 5432' --window 'mon-fri 08:00-18:00 +01:00'",
+      "waygate policies add ssh --direct --from staff --to servers --acl tcp/22",
+      "waygate policies edit staff-office --disable",
+      "waygate policies remove staff-office",
+      "waygate policies list --direct --json",
+    ],
+    load: () => import("./policies.ts").then((m) => m.default),
+  },
+  policy: {
+    summary: "Explain whether a system may reach a destination, and which policy decides",
+    examples: [
+      "waygate policy explain --system Y7299 --destination 172.26.0.250 --port 443",
+      "waygate policy explain --system Y7299 --destination 100.64.0.7 --protocol icmp --json",
+    ],
+    load: () => import("./policy.ts").then((m) => m.default),
+  },
 };

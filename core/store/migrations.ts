@@ -101,6 +101,100 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX audit_log_by_subject ON audit_log (subject, at)`,
     ],
   },
+  {
+    // The control plane (`waygate serve`): what agents report, enrolment keys, direct access
+    // policies, gateway access policy actions/filters/trust, subnet preference and draining,
+    // and the server's own settings (its X25519 key pair, the admin token's hash).
+    id: "0002_control_plane",
+    up: [
+      `ALTER TABLE systems ADD COLUMN endpoint TEXT`,
+      `ALTER TABLE systems ADD COLUMN public_ip TEXT`,
+      `ALTER TABLE systems ADD COLUMN listen_port INTEGER CHECK (listen_port BETWEEN 0 AND 65535)`,
+      `ALTER TABLE systems ADD COLUMN last_seen INTEGER`,
+      `ALTER TABLE systems ADD COLUMN agent_version TEXT`,
+      `ALTER TABLE systems ADD COLUMN os TEXT`,
+      `ALTER TABLE gateway_subnets ADD COLUMN priority INTEGER NOT NULL DEFAULT 100 CHECK (priority BETWEEN 0 AND 65535)`,
+      `ALTER TABLE gateway_subnets ADD COLUMN draining INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1))`,
+      // Whether the gateway's last report listed it (a manual subnet can be discovered too).
+      `ALTER TABLE gateway_subnets ADD COLUMN discovered INTEGER NOT NULL DEFAULT 0 CHECK (discovered IN (0, 1))`,
+      // False while the gateway reports its upstream probe failing: withdrawn from NetMaps.
+      `ALTER TABLE gateway_subnets ADD COLUMN healthy INTEGER NOT NULL DEFAULT 1 CHECK (healthy IN (0, 1))`,
+      `ALTER TABLE gateway_access_policies ADD COLUMN action TEXT NOT NULL DEFAULT 'allow' CHECK (action IN ('allow', 'deny'))`,
+      `CREATE TABLE gateway_access_policy_filters (
+  policy_id INTEGER NOT NULL REFERENCES gateway_access_policies (id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  destination TEXT NOT NULL,
+  protocol TEXT NOT NULL CHECK (protocol IN ('any', 'tcp', 'udp', 'icmp')),
+  ports TEXT,
+  PRIMARY KEY (policy_id, position)
+) WITHOUT ROWID`,
+      `CREATE TABLE gateway_access_policy_trust_ips (
+  policy_id INTEGER NOT NULL REFERENCES gateway_access_policies (id) ON DELETE CASCADE,
+  prefix TEXT NOT NULL,
+  PRIMARY KEY (policy_id, prefix)
+) WITHOUT ROWID`,
+      `CREATE TABLE gateway_access_policy_time_windows (
+  policy_id INTEGER NOT NULL REFERENCES gateway_access_policies (id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  days TEXT NOT NULL,
+  start_time TEXT NOT NULL,
+  end_time TEXT NOT NULL,
+  utc_offset_minutes INTEGER NOT NULL DEFAULT 0 CHECK (utc_offset_minutes BETWEEN -720 AND 840),
+  PRIMARY KEY (policy_id, position)
+) WITHOUT ROWID`,
+      `CREATE TABLE direct_access_policies (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
+  description TEXT NOT NULL DEFAULT '',
+  enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+  action TEXT NOT NULL DEFAULT 'allow' CHECK (action IN ('allow', 'deny')),
+  source TEXT NOT NULL DEFAULT 'manual' ${SOURCE},
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+)`,
+      `CREATE TABLE direct_access_policy_tags (
+  policy_id INTEGER NOT NULL REFERENCES direct_access_policies (id) ON DELETE CASCADE,
+  side TEXT NOT NULL CHECK (side IN ('from', 'to')),
+  tag_id INTEGER NOT NULL REFERENCES tags (id) ON DELETE RESTRICT,
+  PRIMARY KEY (policy_id, side, tag_id)
+) WITHOUT ROWID`,
+      `CREATE INDEX direct_access_policy_tags_by_tag ON direct_access_policy_tags (tag_id)`,
+      `CREATE TABLE direct_access_policy_acls (
+  policy_id INTEGER NOT NULL REFERENCES direct_access_policies (id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  protocol TEXT NOT NULL CHECK (protocol IN ('any', 'tcp', 'udp', 'icmp')),
+  ports TEXT,
+  PRIMARY KEY (policy_id, position)
+) WITHOUT ROWID`,
+      // The plain key is shown once at creation and never stored: only its SHA-256.
+      `CREATE TABLE enrolment_keys (
+  id INTEGER PRIMARY KEY,
+  key_id TEXT NOT NULL UNIQUE CHECK (length(key_id) BETWEEN 1 AND 32),
+  secret_hash TEXT NOT NULL UNIQUE CHECK (length(secret_hash) = 64),
+  description TEXT NOT NULL DEFAULT '',
+  max_uses INTEGER CHECK (max_uses IS NULL OR max_uses >= 1),
+  uses INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0 AND (max_uses IS NULL OR uses <= max_uses)),
+  expires_at INTEGER,
+  auto_approve INTEGER NOT NULL DEFAULT 0 CHECK (auto_approve IN (0, 1)),
+  -- Set: the key claims this existing system (one made by migrate-profile, say) for the agent
+  -- that enrols with it, keeping its identity, address, tags and subnets. Single-use then.
+  system_identity TEXT CHECK (system_identity IS NULL OR max_uses = 1),
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+)`,
+      `CREATE TABLE enrolment_key_tags (
+  key_id INTEGER NOT NULL REFERENCES enrolment_keys (id) ON DELETE CASCADE,
+  tag_id INTEGER NOT NULL REFERENCES tags (id) ON DELETE CASCADE,
+  PRIMARY KEY (key_id, tag_id)
+) WITHOUT ROWID`,
+      // The server's key pair and the admin token's hash; the database file is 0600.
+      `CREATE TABLE server_settings (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID`,
+    ],
+  },
 ];
 
 /** Created before any migration runs; it records them. */

@@ -162,7 +162,7 @@ describe("waygate migrate-profile", () => {
     );
     expect(first.out).toContain(`  ${join(fleet, "G982V.profile")}  (original kept as ${join(fleet, "G982V.profile")}.bak)`);
     const dump1 = await dumpOf(db);
-    expect(dump1).toContain(',"172.26.0.0/20",1,"172.26.0.1","migrated",1000,1000]');
+    expect(dump1).toContain(',"172.26.0.0/20",1,"172.26.0.1","migrated",1000,1000,100,0,0,1]');
     const files1 = filesUnder(fleet);
     expect(Object.keys(files1).sort()).toEqual([
       "G982V.profile",

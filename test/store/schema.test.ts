@@ -1,7 +1,9 @@
 /**
  * @module test/store/schema.test
  * The migrations list against the canonical schema (core/store/schema.sql, byte for byte), the
- * schema_migrations record, upgrades of an older database, and refusal of a newer one.
+ * schema_migrations record, upgrades of an older database (including the committed 0001 fixture,
+ * test/fixtures/db/0001.sqlite, made by migrate-profile --apply on fleet-clean), and refusal of a
+ * newer one.
  */
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
@@ -32,16 +34,25 @@ describe("schema", () => {
     expect(actual).toBe(canonical);
   });
 
-  test("the initial schema has the policy-store tables", () => {
+  test("the schema has the policy-store and control-plane tables", () => {
     const tables = [...canonical.matchAll(/^CREATE TABLE (\w+)/gm)].map((m) => m[1]);
     expect(tables).toEqual([
       "audit_log",
+      "direct_access_policies",
+      "direct_access_policy_acls",
+      "direct_access_policy_tags",
+      "enrolment_key_tags",
+      "enrolment_keys",
       "gateway_access_policies",
+      "gateway_access_policy_filters",
       "gateway_access_policy_gateways",
       "gateway_access_policy_sender_tags",
       "gateway_access_policy_subnets",
+      "gateway_access_policy_time_windows",
+      "gateway_access_policy_trust_ips",
       "gateway_subnets",
       "schema_migrations",
+      "server_settings",
       "system_tags",
       "systems",
       "tags",
@@ -53,20 +64,26 @@ describe("schema", () => {
     expect(ids).toEqual([...ids].sort());
     expect(new Set(ids).size).toBe(ids.length);
     for (const id of ids) expect(id).toMatch(/^\d{4}_[a-z0-9_]+$/);
-    expect(ids[0]).toBe("0001_initial");
+    expect(ids.slice(0, 2)).toEqual(["0001_initial", "0002_control_plane"]);
   });
 
   test("open records each migration once with the injected clock, WAL and foreign keys on", async () => {
     const path = join(tempDir("waygate-store-"), "w.db");
     const logger = recordingLogger();
     const store = await openSqliteStore(path, { now: () => 1234, logger });
-    expect(await store.appliedMigrations()).toEqual(["0001_initial"]);
+    expect(await store.appliedMigrations()).toEqual(["0001_initial", "0002_control_plane"]);
     store.close();
     const again = await openSqliteStore(path, { now: () => 9999, logger });
     again.close();
-    expect(logger.lines.map((l) => l.message)).toEqual([`store: migration=0001_initial applied location=${path}`]);
+    expect(logger.lines.map((l) => l.message)).toEqual([
+      `store: migration=0001_initial applied location=${path}`,
+      `store: migration=0002_control_plane applied location=${path}`,
+    ]);
     const db = new Database(path);
-    expect(db.query("SELECT id, applied_at FROM schema_migrations").all()).toEqual([{ id: "0001_initial", applied_at: 1234 }]);
+    expect(db.query("SELECT id, applied_at FROM schema_migrations ORDER BY id").all()).toEqual([
+      { id: "0001_initial", applied_at: 1234 },
+      { id: "0002_control_plane", applied_at: 1234 },
+    ]);
     expect(db.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
     db.close();
   });
@@ -74,19 +91,19 @@ describe("schema", () => {
   test("an older database is upgraded by the migrations it lacks, in order", async () => {
     const path = join(tempDir("waygate-store-"), "old.db");
     (await openSqliteStore(path, { now: () => 1 })).close();
-    const next: Migration = { id: "0002_test_column", up: ["ALTER TABLE systems ADD COLUMN os TEXT"] };
+    const next: Migration = { id: "0099_test_column", up: ["ALTER TABLE systems ADD COLUMN test_column TEXT"] };
     const store = await openSqliteStore(path, { now: () => 2, migrations: [...MIGRATIONS, next] });
-    expect(await store.appliedMigrations()).toEqual(["0001_initial", "0002_test_column"]);
+    expect(await store.appliedMigrations()).toEqual([...MIGRATIONS.map((m) => m.id), "0099_test_column"]);
     store.close();
     const db = new Database(path);
-    expect(db.query("SELECT applied_at FROM schema_migrations ORDER BY id").all()).toEqual([{ applied_at: 1 }, { applied_at: 2 }]);
-    expect((db.query("SELECT sql FROM sqlite_master WHERE name = 'systems'").get() as { sql: string }).sql).toContain("os TEXT");
+    expect(db.query("SELECT applied_at FROM schema_migrations ORDER BY id").all()).toEqual([...MIGRATIONS.map(() => ({ applied_at: 1 })), { applied_at: 2 }]);
+    expect((db.query("SELECT sql FROM sqlite_master WHERE name = 'systems'").get() as { sql: string }).sql).toContain("test_column TEXT");
     db.close();
   });
 
   test("a failing migration leaves no trace and is E_STORE", async () => {
     const path = join(tempDir("waygate-store-"), "bad.db");
-    const broken: Migration = { id: "0002_broken", up: ["CREATE TABLE half (x)", "THIS IS NOT SQL"] };
+    const broken: Migration = { id: "0099_broken", up: ["CREATE TABLE half (x)", "THIS IS NOT SQL"] };
     let err: (Error & { code?: string }) | null = null;
     try {
       await openSqliteStore(path, { now: () => 1, migrations: [...MIGRATIONS, broken] });
@@ -94,10 +111,10 @@ describe("schema", () => {
       err = e as Error & { code?: string };
     }
     expect(err?.code).toBe("E_STORE");
-    expect(err?.message).toStartWith(`${path}: schema migration 0002_broken failed: `);
+    expect(err?.message).toStartWith(`${path}: schema migration 0099_broken failed: `);
     const db = new Database(path);
     expect(db.query("SELECT name FROM sqlite_master WHERE name = 'half'").all()).toEqual([]);
-    expect(db.query("SELECT id FROM schema_migrations").all()).toEqual([{ id: "0001_initial" }]);
+    expect(db.query("SELECT id FROM schema_migrations ORDER BY id").all()).toEqual(MIGRATIONS.map((m) => ({ id: m.id })));
     db.close();
   });
 

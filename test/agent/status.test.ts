@@ -1,0 +1,172 @@
+/**
+ * @module test/agent/status
+ * `waygate status`: the Enclave-style text (identity, virtual address and network, a block per
+ * peer with Peer state, Endpoint, Last activity, Transfer, Link RTT, Gateway for, DNS names,
+ * ACLs), --json with the same data, the offline form from disk, and never the private key.
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildStatus, formatAgo, formatBytes, renderStatus, type StatusInput } from "../../core/agent/status.ts";
+import { publicIdentity, writeIdentity, writeSavedNetMap, type Identity } from "../../core/agent/state.ts";
+import { newSyncState } from "../../core/agent/client.ts";
+import { runCli } from "../../cmd/main.ts";
+import { gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF, SERVER } from "./fixtures.ts";
+
+const identity: Identity = {
+  version: 1,
+  privateKey: SELF.privateKey,
+  publicKey: SELF.publicKey,
+  createdAt: 1,
+  enrolment: {
+    serverUrl: "http://10.0.0.1:7070",
+    serverPublicKey: SERVER.publicKey,
+    systemId: "ABC12",
+    virtualAddress: "100.64.0.2",
+    network: "100.64.0.0/10",
+    tags: ["laptops"],
+    approved: true,
+    hostname: "laptop",
+    enrolledAt: 2,
+  },
+};
+
+function input(overrides: Partial<StatusInput> = {}): StatusInput {
+  const sync = newSyncState();
+  sync.connected = true;
+  return {
+    now: 1_000_000,
+    running: true,
+    version: "0.1.0-dev",
+    identity: publicIdentity(identity),
+    interfaceName: "wg-waygate",
+    listenPort: 51820,
+    netmap: { revision: 12, netmap: sampleNetMap(), source: "server", appliedAt: 990_000 },
+    stats: {
+      publicKey: SELF.publicKey,
+      peers: [
+        { publicKey: GW.publicKey, endpoint: { address: "10.0.0.1", port: 51820 }, latestHandshakeMs: 997_000, rxBytes: 2048, txBytes: 5_000_000, handshakes: 1, handshakeInitiations: 1, allowedIps: [], persistentKeepalive: 25, drops: {} },
+        { publicKey: PEER2.publicKey, endpoint: null, latestHandshakeMs: 0, rxBytes: 0, txBytes: 0, handshakes: 0, handshakeInitiations: 0, allowedIps: [], persistentKeepalive: 25, drops: {} },
+      ],
+      drops: {},
+      gateway: null,
+      cookieRepliesSent: 0,
+      underLoad: false,
+    },
+    sync,
+    discoveredSubnets: ["10.0.0.0/24"],
+    ...overrides,
+  };
+}
+
+describe("renderStatus", () => {
+  test("Enclave-style blocks", () => {
+    const text = renderStatus(buildStatus(input()));
+    expect(text).toBe(
+      [
+        "Local identity:   ABC12 (laptop)",
+        `Public key:       ${SELF.publicKey}`,
+        "Virtual address:  100.64.0.2 (network 100.64.0.0/10)",
+        "Tags:             laptops",
+        "Agent:            running, version 0.1.0-dev",
+        "Interface:        wg-waygate, UDP port 51820",
+        "Control plane:    http://10.0.0.1:7070 (connected)",
+        "NetMap:           revision 12 from the control plane, applied 10 seconds ago",
+        "Local subnets:    10.0.0.0/24",
+        "",
+        "Peer: GW001 (router)",
+        "   Peer state:       Up",
+        "   Identity:         GW001",
+        `   Public key:       ${GW.publicKey}`,
+        "   Endpoint:         10.0.0.1:51820",
+        "   Last activity:    3 seconds ago",
+        "   Transfer:         2.00 KiB received, 4.77 MiB sent",
+        "   Link RTT:         -",
+        "   Virtual address:  100.64.0.1",
+        "   Gateway for:      192.168.50.0/24",
+        "   DNS names:        router.waygate",
+        "   ACLs:             allow tcp/22 to peer: 100.64.0.2/32 -> 192.168.50.0/24 (policy lan-ssh)",
+        "",
+        "Peer: PEER2 (desk)",
+        "   Peer state:       Idle (no session)",
+        "   Identity:         PEER2",
+        `   Public key:       ${PEER2.publicKey}`,
+        "   Endpoint:         [fd00::3]:51820",
+        "   Last activity:    never",
+        "   Transfer:         0 B received, 0 B sent",
+        "   Link RTT:         -",
+        "   Virtual address:  100.64.0.3",
+        "   Gateway for:      -",
+        "   DNS names:        desk.waygate",
+        "   ACLs:             allow any to peer: 100.64.0.2/32 -> 100.64.0.3/32 (policy desk)",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("a gateway shows what it serves; an inactive system says why it has no peers", () => {
+    const map = sampleNetMap([]);
+    map.self.gateway = { subnets: [{ prefix: "192.168.50.0/24", nat: true, source: "discovered", draining: false, priority: 100 }] };
+    const text = renderStatus(buildStatus(input({ netmap: { revision: 1, netmap: map, source: "server", appliedAt: 1 } })));
+    expect(text).toContain("Gateway for:      192.168.50.0/24 (NAT)\n");
+    expect(text).toContain("No peers.");
+    map.self.active = false;
+    expect(renderStatus(buildStatus(input({ netmap: { revision: 1, netmap: map, source: "server", appliedAt: 1 } })))).toContain("State:            inactive (disabled or awaiting approval): no peers");
+  });
+
+  test("helpers", () => {
+    expect(formatBytes(1023)).toBe("1023 B");
+    expect(formatBytes(1024 * 1024 * 3)).toBe("3.00 MiB");
+    expect(formatAgo(null, 5)).toBe("never");
+    expect(formatAgo(0, 1000)).toBe("1 second ago");
+    expect(formatAgo(0, 125_000)).toBe("2 minutes, 5 seconds ago");
+  });
+});
+
+describe("waygate status (no agent running)", () => {
+  let dir: string;
+  let printed: string[];
+  const origWrite = process.stdout.write.bind(process.stdout);
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "wg-status-"));
+    printed = [];
+    process.stdout.write = ((chunk: string) => {
+      printed.push(String(chunk));
+      return true;
+    }) as typeof process.stdout.write;
+  });
+  afterEach(() => {
+    process.stdout.write = origWrite;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("text and --json from the saved NetMap; no private key in either", async () => {
+    writeIdentity(dir, identity);
+    writeSavedNetMap(dir, { serverUrl: "http://10.0.0.1:7070", revision: 8, savedAt: 5, netmap: sampleNetMap([gatewayPeer(), plainPeer()]) });
+    expect(await runCli(["status", "--state-dir", dir])).toBe(0);
+    const text = printed.join("");
+    expect(text).toContain("Agent:            not running (showing the NetMap saved on disk)");
+    expect(text).toContain("Peer state:       Unknown (agent not running)");
+    expect(text).toContain("Gateway for:      192.168.50.0/24");
+    printed.length = 0;
+    expect(await runCli(["status", "--state-dir", dir, "--json"])).toBe(0);
+    const json = JSON.parse(printed.join(""));
+    expect(json.running).toBe(false);
+    expect(json.netmap.revision).toBe(8);
+    expect(json.peers[0].gatewayFor).toEqual(["192.168.50.0/24"]);
+    expect(printed.join("") + text).not.toContain(SELF.privateKey);
+  });
+
+  test("not enrolled: a usage error that says what to run", async () => {
+    const errors: string[] = [];
+    const origErr = console.error;
+    console.error = (m: string) => errors.push(m);
+    try {
+      expect(await runCli(["status", "--state-dir", dir])).toBe(2);
+    } finally {
+      console.error = origErr;
+    }
+    expect(errors.join("\n")).toContain("waygate enrol --server URL --key KEY");
+  });
+});
