@@ -21,9 +21,18 @@ export class AdminApiError extends WaygateError {
     readonly wireCode?: string,
     readonly field?: string,
   ) {
-    // 4xx: the request (its token, its arguments) is wrong, a usage error; otherwise the server
-    // could not be reached or failed.
-    super(httpStatus >= 400 && httpStatus < 500 ? "E_USAGE" : "E_COMMAND_FAILED", message);
+    // Our own argument checks (no wire code) are usage errors; the server's answers get the
+    // control-plane codes: refused credentials, a refused request, or no answer / a failure.
+    super(
+      httpStatus === 0 || httpStatus >= 500
+        ? "E_CONTROL_UNREACHABLE"
+        : httpStatus === 401 || httpStatus === 403
+          ? "E_CONTROL_AUTH"
+          : wireCode === undefined
+            ? "E_USAGE"
+            : "E_CONTROL_REJECTED",
+      message,
+    );
   }
 }
 

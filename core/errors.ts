@@ -26,6 +26,16 @@ export const EXIT_STATUS = {
   E_DNS_FORMAT: 18,
   /** A DNS configuration (resolv.conf, hosts, zone) that cannot be used. */
   E_DNS: 18,
+  /** An agent state-directory file is unreadable or not the shape we write (file and field named). */
+  E_AGENT_STATE: 19,
+  /** `run`/`status` before `enrol`, or enrolling against another server without --force. */
+  E_NOT_ENROLLED: 20,
+  /** The control plane could not be reached, or failed (5xx). */
+  E_CONTROL_UNREACHABLE: 21,
+  /** The control plane refused a request (4xx): the message names the field or the reason. */
+  E_CONTROL_REJECTED: 22,
+  /** The control plane refused the credentials (admin token or agent key). */
+  E_CONTROL_AUTH: 23,
   /** No identity for a profile: no certificate subject, no --identity, no NAME.profile file name. */
   E_IDENTITY_MISSING: 7,
   /** A profile could not be rewritten (--strip): temp file, fsync, backup or rename failed. */

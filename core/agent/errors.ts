@@ -1,13 +1,12 @@
 /**
  * @module core/agent/errors
- * The agent's named errors. They use existing codes of core/errors.ts (this room may not edit
- * it); the codes they would deserve of their own are listed beside each class.
+ * The agent's named errors, each with its own code in core/errors.ts.
  */
 import { WaygateError } from "../errors.ts";
 
 /**
  * A state-directory file is unreadable, not JSON, or not the shape we write; the message names
- * the file and the field. (Would be E_AGENT_STATE.)
+ * the file and the field.
  */
 export class AgentStateError extends WaygateError {
   constructor(
@@ -15,21 +14,22 @@ export class AgentStateError extends WaygateError {
     reason: string,
     options?: { cause?: unknown },
   ) {
-    super("E_CONFIG_INVALID", `${file}: ${reason}`, options);
+    super("E_AGENT_STATE", `${file}: ${reason}`, options);
   }
 }
 
-/** `waygate run`/`status` before `waygate enrol`, or enrolling against another server. (Would be E_NOT_ENROLLED.) */
+/** `waygate run`/`status` before `waygate enrol`, or enrolling against another server. */
 export class NotEnrolledError extends WaygateError {
   constructor(message: string) {
-    super("E_USAGE", message);
+    super("E_NOT_ENROLLED", message);
   }
 }
 
 /**
  * The control plane could not be reached, or answered with an error or a body that does not
  * match core/control/protocol.ts. `status` is the HTTP status (0: no answer at all).
- * (Would be E_CONTROL_UNREACHABLE / E_CONTROL_REJECTED.)
+ * No answer or a 5xx is E_CONTROL_UNREACHABLE; 401/403 E_CONTROL_AUTH; any other refusal or a
+ * malformed answer E_CONTROL_REJECTED.
  */
 export class ControlPlaneError extends WaygateError {
   constructor(
@@ -39,6 +39,6 @@ export class ControlPlaneError extends WaygateError {
     readonly serverCode?: string,
     options?: { cause?: unknown },
   ) {
-    super("E_PLATFORM", `${url}: ${message}`, options);
+    super(status === 0 || status >= 500 ? "E_CONTROL_UNREACHABLE" : status === 401 || status === 403 ? "E_CONTROL_AUTH" : "E_CONTROL_REJECTED", `${url}: ${message}`, options);
   }
 }

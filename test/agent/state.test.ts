@@ -120,7 +120,7 @@ describe("state directory", () => {
     try {
       readSavedNetMap(dir);
     } catch (err) {
-      expect((err as AgentStateError).code).toBe("E_CONFIG_INVALID");
+      expect((err as AgentStateError).code).toBe("E_AGENT_STATE");
     }
   });
 

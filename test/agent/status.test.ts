@@ -163,7 +163,7 @@ describe("waygate status (no agent running)", () => {
     const origErr = console.error;
     console.error = (m: string) => errors.push(m);
     try {
-      expect(await runCli(["status", "--state-dir", dir])).toBe(2);
+      expect(await runCli(["status", "--state-dir", dir])).toBe(20);
     } finally {
       console.error = origErr;
     }

@@ -143,19 +143,21 @@ describe("admin CLI", () => {
   test("errors: wrong token, bad field, unknown system, unreachable server, no token; exit statuses through runCli", async () => {
     let r = await cli(["tags", "list"], { WAYGATE_ADMIN_TOKEN: "wga_wrong" });
     expect(r.error?.message).toStartWith("the control plane refused the admin token (the admin token is wrong)");
-    expect(r.error?.code).toBe("E_USAGE");
+    expect(r.error?.code).toBe("E_CONTROL_AUTH");
     r = await cli(["tags", "add", "bad tag!"]);
     expect(r.error?.message).toContain("[field: name]");
     expect(r.error?.field).toBe("name");
+    expect(r.error?.code).toBe("E_CONTROL_REJECTED");
     r = await cli(["gateways", "subnet-add", "ZZZZZ", "10.0.0.1/8"]);
     expect(r.error?.field).toBe("prefix");
     r = await cli(["systems", "show", "ZZZZZ"]);
     expect(r.error?.httpStatus).toBe(404);
     r = await cli(["tags", "list"], { WAYGATE_SERVER: "http://127.0.0.1:1" });
     expect(r.error?.message).toStartWith("cannot reach the control plane at http://127.0.0.1:1");
-    expect(r.error?.code).toBe("E_COMMAND_FAILED");
+    expect(r.error?.code).toBe("E_CONTROL_UNREACHABLE");
     r = await cli(["tags", "list"], { WAYGATE_ADMIN_TOKEN: undefined });
     expect(r.error?.message).toStartWith("no admin token");
+    expect(r.error?.code).toBe("E_USAGE");
     const file = join(tempDir(), "token");
     writeFileSync(file, `${t.adminToken}\n`);
     r = await cli(["tags", "list", "--json", "--token-file", file], { WAYGATE_ADMIN_TOKEN: undefined });
@@ -168,8 +170,8 @@ describe("admin CLI", () => {
     try {
       process.env.WAYGATE_SERVER = t.server.url;
       process.env.WAYGATE_ADMIN_TOKEN = "wga_wrong";
-      expect(await runCli(["tags", "list"])).toBe(2);
-      expect(errors.join("\n")).toContain("error[E_USAGE]: the control plane refused the admin token");
+      expect(await runCli(["tags", "list"])).toBe(23);
+      expect(errors.join("\n")).toContain("error[E_CONTROL_AUTH]: the control plane refused the admin token");
     } finally {
       console.error = origError;
       process.env.WAYGATE_SERVER = saved.WAYGATE_SERVER;
