@@ -2,7 +2,7 @@
  * @module core/dataplane/device
  * The Device: one WireGuard interface's peers, sessions, cryptokey routing, timers and counters,
  * driven synchronously by a host through PacketEngine (core/dataplane/ports.ts). It never blocks,
- * never returns a Promise, keeps no reference to a buffer it is handed, and reuses two scratch
+ * never returns a Promise, keeps no reference to a buffer it is handed, and reuses a few scratch
  * buffers on the data path. Handshakes run inline: they are rare and each costs a few X25519s.
  *
  * Packet flow (stage names are used in comments, logs and drop reasons below):
@@ -10,8 +10,15 @@
  * Outbound, TUN -> UDP (handleTunPacket):
  *   O1 read      the host hands over one IP packet read from the TUN.
  *   O2 parse     version and destination from the header (packet.ts); malformed -> drop `malformed-tun-packet`.
- *   O3 route     destination -> peer by longest prefix over every peer's allowed IPs;
- *                no peer -> drop `no-peer-for-destination`.
+ *   O3 route     destination -> peer by longest prefix over every peer's allowed IPs and the gateway
+ *                routes (setRoutes; a route's prefix wins over an equal allowed IP, a longer allowed
+ *                IP wins over a route); no match -> drop `no-peer-for-destination`. A route asks the
+ *                RouteSelector (routes.ts) which gateway carries the destination now: TCP and UDP
+ *                flows are pinned to the gateway that first carried them (`lookupPinned`, so a
+ *                draining gateway finishes its flows), everything else follows the selector's
+ *                answer. No answer (`gatewayId: null`, or no selector) -> drop `no-healthy-gateway`:
+ *                fail closed, never another peer's allowed IPs; an answer naming no configured
+ *                peer -> drop `route-gateway-unknown`.
  *   O4 flow      gateways only (setGateway): a packet whose source is not an overlay address came
  *                from a LAN and must answer a flow the overlay side opened (gateway.ts): its
  *                reversed tuple is a live flow, or it is an ICMP error quoting one; otherwise
@@ -36,9 +43,16 @@
  *                decrypt (`decrypt-failed`), then the replay window (`replayed`).
  *   I6 confirm   first packet on a responder's new keypair promotes it; the endpoint roams to the
  *                datagram's source; timers.
- *   I7 keepalive an empty packet ends here.
- *   I8 allow     the inner header must be whole (`malformed-ip`) and its source must route back to
- *                the sending peer (`source-not-allowed`): cryptokey routing's inbound half.
+ *   I7 keepalive an empty packet ends here; so does (once its IP length checks out, else
+ *                `malformed-ip`) a Waygate probe (probe.ts): a request is
+ *                answered by the Device itself with this device's health report (at most
+ *                PROBE_REPLIES_PER_S per peer, else `probe-rate-limited`), a reply to one of our recent
+ *                probes is surfaced through `onProbeReply` (any other: `probe-unexpected`). Neither
+ *                is written to the TUN or checked against allowed IPs or the gateway filter.
+ *   I8 allow     the inner header must be whole (`malformed-ip`) and its source must be among the
+ *                sending peer's allowed IPs (`source-not-allowed`): cryptokey routing's inbound half.
+ *                Several peers may list one prefix (two gateways serving one subnet): each of them
+ *                may send from it.
  *   I9 gateway   gateways only (setGateway): the access filter (filter.ts) for that sender: the
  *                source must be its own virtual address (`gateway-source-spoofed`), the destination
  *                not the gateway itself (`gateway-local-address`), and destination, protocol and
@@ -49,13 +63,20 @@
  * Gateway drops are counted per peer (with every other drop) and in stats().gateway.drops over
  * all peers. Without setGateway, O4 and I9 do nothing.
  *
+ * Probes (`probe(peer)`, sent by the failover controller's schedule): a probe enters at O5 (no
+ * O2-O4); with no usable session it is not staged (a stale probe measures nothing) but starts a
+ * handshake, and after PROBE_REHANDSHAKE_AFTER unanswered probes a fresh handshake is started
+ * (rate-limited by REKEY_TIMEOUT as always) so a restarted gateway is found again in seconds, not
+ * after WireGuard's 15 s dead-session timer. Probes are data, so sessions with standby gateways
+ * stay up and a switch needs no handshake.
+ *
  * Timers (tick): per peer, WireGuard's retransmit / keepalive / new-handshake / zero-keys /
  * persistent-keepalive deadlines (core/wire/timers.ts); tick returns ms until the next one. On a
- * gateway, tick also expires a slice of the flow table.
+ * gateway, tick also expires a slice of the flow table; with routes, a slice of the pin table.
  */
 import { WaygateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type Prefix, parsePrefix } from "../net/address.ts";
+import { type Prefix, ipv4ToUint32, parsePrefix, prefixContainsAddress } from "../net/address.ts";
 import { PrefixTable } from "../net/prefix-table.ts";
 import {
   COOKIE_REPLY_SIZE,
@@ -97,7 +118,26 @@ import {
 } from "./packet.ts";
 import { ALLOW, GatewayConfigError, type GatewayDropReason, type GatewaySender, MALFORMED_IP } from "./filter.ts";
 import { Gateway, type GatewayConfig } from "./gateway.ts";
+import { FlowTable, KEY_V6 } from "./flow-table.ts";
+import { PARSE_OK, FRAG_LATER, PROTO_TCP, PROTO_UDP, PacketHeaders } from "./headers.ts";
 import type { BindWriter, Endpoint, PacketEngine, TunWriter } from "./ports.ts";
+import {
+  type HealthReport,
+  NOT_PROBE,
+  PROBE_REQUEST,
+  PROBE_SIZE,
+  buildProbe,
+  buildProbeReply,
+  classifyProbe,
+  decodeReport,
+  encodeReport,
+  probeSequence,
+  replyReportBytes,
+} from "./probe.ts";
+import type { RouteConfig, RouteSelector } from "./routes.ts";
+
+export type { HealthReport } from "./probe.ts";
+export type { RouteConfig, RouteSelector } from "./routes.ts";
 
 /** Every reason a packet or message is dropped: stable strings, the keys of `drops` in stats. */
 export type DropReason =
@@ -125,6 +165,14 @@ export type DropReason =
   | "replayed"
   | "malformed-ip"
   | "source-not-allowed"
+  /** O3: a routed destination whose selector has no healthy gateway (fail closed). */
+  | "no-healthy-gateway"
+  /** O3: the selector named a gateway that is not a configured peer. */
+  | "route-gateway-unknown"
+  /** I7: probe requests from one peer beyond PROBE_REPLIES_PER_S. */
+  | "probe-rate-limited"
+  /** I7: a probe reply for no probe we sent recently (late beyond the window, or duplicated). */
+  | "probe-unexpected"
   | GatewayDropReason
   | "internal-error";
 
@@ -159,6 +207,42 @@ export interface DeviceOptions {
   underLoadHandshakesPerSecond?: number;
   /** Packets staged per peer while a handshake is pending (default 128, as wireguard-go). */
   maxStagedPackets?: number;
+  /** Chooses the gateway for routed destinations (setRoutes); also settable with setRouteSelector. */
+  routeSelector?: RouteSelector | null;
+  /**
+   * A reply to one of our probes (`probe(peer)`): the peer, the round trip, and its health report
+   * (null from a plain WireGuard peer whose kernel answered). Called synchronously from
+   * handleDatagram; an exception is logged, never propagated.
+   */
+  onProbeReply?: (peerPublicKey: string, rttMs: number, report: HealthReport | null) => void;
+  /** IPv4 source of our probes: this device's virtual address (default 0.0.0.0). */
+  probeSource?: string;
+  /** Pinned TCP/UDP flows to routed destinations (default 16,384; beyond it flows are not pinned). */
+  maxPinnedFlows?: number;
+  /** Idle time after which a pinned flow forgets its gateway (defaults: TCP 300 s, UDP 60 s). */
+  pinIdleMs?: { tcp?: number; udp?: number };
+}
+
+/** Probe counters of one peer. */
+export interface ProbeStats {
+  /** Probes we sent (sealed and handed to the Bind). */
+  sent: number;
+  /** probe() calls that found no usable session (a handshake was started instead). */
+  unsent: number;
+  /** Replies to our probes. */
+  replies: number;
+  /** Probe requests from this peer that we answered. */
+  answered: number;
+}
+
+export interface RouteStats {
+  /** Routed prefixes (setRoutes). */
+  prefixes: number;
+  /** Pinned flows stored (expired ones not yet swept included). */
+  pinnedFlows: number;
+  maxPinnedFlows: number;
+  /** Whether a selector is installed (without one every routed packet is dropped). */
+  selector: boolean;
 }
 
 export interface PeerStats {
@@ -176,6 +260,8 @@ export interface PeerStats {
   allowedIps: string[];
   persistentKeepalive: number;
   drops: DropCounts;
+  /** Always set by Device.stats (optional for hosts that build stats by hand). */
+  probes?: ProbeStats;
 }
 
 export interface GatewayStats {
@@ -197,6 +283,8 @@ export interface DeviceStats {
   gateway: GatewayStats | null;
   cookieRepliesSent: number;
   underLoad: boolean;
+  /** Null unless setRoutes installed routes (optional for hosts that build stats by hand). */
+  routes?: RouteStats | null;
 }
 
 export class DeviceConfigError extends WaygateError {
@@ -204,6 +292,20 @@ export class DeviceConfigError extends WaygateError {
     super("E_CONFIG_INVALID", message, options);
   }
 }
+
+/** Probe requests answered per peer and second (a burst of as many is allowed). */
+export const PROBE_REPLIES_PER_S = 20;
+/** Unanswered probes in a row after which probe() also starts a fresh handshake. */
+export const PROBE_REHANDSHAKE_AFTER = 5;
+/** Recent probe sequence numbers a reply may answer (8 x 200 ms: replies up to 1.6 s late). */
+const PROBE_WINDOW = 8;
+const DEFAULT_MAX_PINNED_FLOWS = 16_384;
+const DEFAULT_PIN_TCP_MS = 300_000;
+const DEFAULT_PIN_UDP_MS = 60_000;
+/** Pin table slots examined per tick. */
+const PIN_SWEEP_SLOTS = 1024;
+/** Peers that can own pinned flows (the pin table's state byte holds a peer slot, 0 = none). */
+const MAX_PIN_SLOTS = 255;
 
 const UNDER_LOAD_AFTER_MS = 1000;
 const MAX_TICK_MS = 1000;
@@ -215,6 +317,14 @@ interface IndexEntry {
   keypair: Keypair | null;
 }
 
+/** A routed prefix (setRoutes): the selector picks among `candidates` per destination. */
+class Route {
+  constructor(
+    readonly prefix: Prefix,
+    readonly candidates: readonly string[],
+  ) {}
+}
+
 class Peer {
   readonly keyText: string;
   endpoint: Endpoint | null = null;
@@ -223,6 +333,12 @@ class Peer {
   next: Keypair | null = null;
   readonly staged: Uint8Array[] = [];
   prefixes: Prefix[] = [];
+  /** IPv4 allowed IPs as (network, mask) pairs and the IPv6 ones, for I8's per-peer check. */
+  v4Nets = new Uint32Array(0);
+  v4Masks = new Uint32Array(0);
+  v6Prefixes: Prefix[] = [];
+  /** Where our probes to this peer are addressed: its first IPv4 host route, else 0.0.0.0. */
+  probeDestination = 0;
   presharedKeyText = "";
   persistentKeepaliveS = 0;
   lastSentHandshakeMs = Number.NEGATIVE_INFINITY;
@@ -234,6 +350,19 @@ class Peer {
   drops: DropCounts = {};
   /** This peer's compiled gateway rules (null: none, or not a gateway). */
   gatewaySender: GatewaySender | null = null;
+  /** The pin table's name for this peer (1..255), 0 when it cannot own pinned flows. */
+  pinSlot = 0;
+  /** Probes: our next sequence number, the recent ones and when each was sent. */
+  probeSeq = 0;
+  readonly probeSeqs = new Uint32Array(PROBE_WINDOW);
+  readonly probeSentAt = new Float64Array(PROBE_WINDOW).fill(Number.NaN);
+  probeUnanswered = 0;
+  probeTokens = PROBE_REPLIES_PER_S;
+  probeTokensAt = 0;
+  /** The last report block received from this peer and its decoding (reused while unchanged). */
+  reportBytes: Uint8Array | null = null;
+  report: HealthReport | null = null;
+  readonly probeStats: ProbeStats = { sent: 0, unsent: 0, replies: 0, answered: 0 };
 
   constructor(
     readonly publicKey: Uint8Array,
@@ -242,6 +371,30 @@ class Peer {
     readonly timers: PeerTimers,
   ) {
     this.keyText = encodeKey(publicKey);
+  }
+
+  setPrefixes(prefixes: Prefix[]): void {
+    this.prefixes = prefixes;
+    const v4 = prefixes.filter((p) => p.family === 4);
+    this.v4Nets = Uint32Array.from(v4, (p) => ipv4ToUint32(p.bytes));
+    this.v4Masks = Uint32Array.from(v4, (p) => (p.length === 0 ? 0 : (0xffffffff << (32 - p.length)) >>> 0));
+    this.v6Prefixes = prefixes.filter((p) => p.family === 6);
+    const host = v4.find((p) => p.length === 32);
+    this.probeDestination = host === undefined ? 0 : ipv4ToUint32(host.bytes);
+  }
+
+  /** Whether one of this peer's allowed IPs holds the IPv4 address (linear: a peer lists few). */
+  allowsV4(addr: number): boolean {
+    const nets = this.v4Nets;
+    const masks = this.v4Masks;
+    for (let i = 0; i < nets.length; i++) if (((addr & masks[i]!) >>> 0) === nets[i]) return true;
+    return false;
+  }
+
+  allowsV6(addr: Uint8Array): boolean {
+    const list = this.v6Prefixes;
+    for (let i = 0; i < list.length; i++) if (prefixContainsAddress(list[i]!, addr)) return true;
+    return false;
   }
 }
 
@@ -265,7 +418,24 @@ export class Device implements PacketEngine {
   /** Peers by hex public key, for the initiation lookup. */
   private readonly peersByHex = new Map<string, Peer>();
   private readonly indices = new Map<number, IndexEntry>();
+  /** Every peer's allowed IPs (one owner per prefix: the last peer listing it). */
   private routes = new PrefixTable<Peer>();
+  /** O3's table: `routes` plus the gateway routes (the same object while there are none). */
+  private outbound: PrefixTable<Peer | Route> = this.routes;
+  private gatewayRoutes: Route[] | null = null;
+  private selector: RouteSelector | null;
+  /** Pinned TCP/UDP flows to routed destinations -> peer slot (allocated with the first routes). */
+  private pins: FlowTable | null = null;
+  private readonly maxPins: number;
+  private readonly pinTcpMs: number;
+  private readonly pinUdpMs: number;
+  private readonly pinPeers: (Peer | undefined)[] = new Array(MAX_PIN_SLOTS + 1);
+  private readonly freePinSlots: number[] = [];
+  private readonly headers = new PacketHeaders();
+  private probeListener: ((peerPublicKey: string, rttMs: number, report: HealthReport | null) => void) | null;
+  private readonly probeSource: number;
+  private healthReport: HealthReport = Object.freeze({ withdrawn: Object.freeze([]), draining: false });
+  private healthBlock: Uint8Array = encodeReport(this.healthReport);
   private gateway: Gateway | null = null;
   private readonly drops: DropCounts = {};
   private cookieRepliesSent = 0;
@@ -277,6 +447,9 @@ export class Device implements PacketEngine {
   /** Scratch: an opened packet. */
   private readonly recvBuf = new Uint8Array(new ArrayBuffer(MAX_CONTENT_SIZE + 16));
   private readonly addr16 = new Uint8Array(16);
+  private readonly addr4 = new Uint8Array(4);
+  /** Scratch: a probe or probe reply being built. */
+  private readonly probeBuf = new Uint8Array(new ArrayBuffer(MAX_CONTENT_SIZE));
 
   constructor(options: DeviceOptions) {
     this.crypto = options.crypto;
@@ -289,6 +462,25 @@ export class Device implements PacketEngine {
     this.mtu = options.mtu ?? DEFAULT_MTU;
     this.underLoadThreshold = options.underLoadHandshakesPerSecond ?? 128;
     this.maxStaged = options.maxStagedPackets ?? 128;
+    this.selector = options.routeSelector ?? null;
+    this.probeListener = options.onProbeReply ?? null;
+    this.maxPins = options.maxPinnedFlows ?? DEFAULT_MAX_PINNED_FLOWS;
+    this.pinTcpMs = options.pinIdleMs?.tcp ?? DEFAULT_PIN_TCP_MS;
+    this.pinUdpMs = options.pinIdleMs?.udp ?? DEFAULT_PIN_UDP_MS;
+    if (!Number.isInteger(this.maxPins) || this.maxPins < 1) throw new DeviceConfigError(`maxPinnedFlows must be a positive integer, got ${this.maxPins}`);
+    if (!(this.pinTcpMs > 0 && this.pinUdpMs > 0)) throw new DeviceConfigError("pinIdleMs values must be positive");
+    let probeSource = 0;
+    if (options.probeSource !== undefined) {
+      try {
+        const p = parsePrefix(options.probeSource, { allowBareAddress: true });
+        if (p.family !== 4 || p.length !== 32) throw new Error("not an IPv4 address");
+        probeSource = ipv4ToUint32(p.bytes);
+      } catch (cause) {
+        throw new DeviceConfigError(`probeSource ${JSON.stringify(options.probeSource)} is not an IPv4 address`, { cause });
+      }
+    }
+    this.probeSource = probeSource;
+    for (let slot = MAX_PIN_SLOTS; slot >= 1; slot--) this.freePinSlots.push(slot);
     const privateKey =
       typeof options.privateKey === "string" ? decodeKey(options.privateKey, "private key") : options.privateKey;
     if (privateKey.length !== 32) throw new DeviceConfigError(`private key must be 32 bytes, got ${privateKey.length}`);
@@ -362,7 +554,7 @@ export class Device implements PacketEngine {
         }
       }
       peer.presharedKeyText = p.psk ? encodeKey(p.psk) : "";
-      peer.prefixes = p.prefixes;
+      peer.setPrefixes(p.prefixes);
       for (const prefix of p.prefixes) routes.insert(prefix, peer);
       const ep = p.config.endpoint;
       if (ep && (peer.endpoint === null || peer.endpoint.address !== ep.address || peer.endpoint.port !== ep.port)) {
@@ -378,6 +570,7 @@ export class Device implements PacketEngine {
       }
     }
     this.routes = routes;
+    this.rebuildOutbound();
     for (const peer of this.peers.values()) peer.gatewaySender = this.gateway?.filter.sender(peer.keyText) ?? null;
     for (const peer of keepaliveNow) this.sendKeepalive(peer);
     this.flush();
@@ -414,11 +607,97 @@ export class Device implements PacketEngine {
     );
   }
 
+  /**
+   * Gateway routes (idempotent; null or [] removes them): each prefix is carried by one of its
+   * candidate peers, chosen per destination by the RouteSelector (stage O3). Candidates are peer
+   * public keys and need not be configured yet (setPeers may follow). Validates before changing
+   * anything; pinned flows survive a call that keeps their gateway a peer.
+   */
+  setRoutes(routes: readonly RouteConfig[] | null): void {
+    const parsed: Route[] = [];
+    const seen = new Set<string>();
+    (routes ?? []).forEach((r, i) => {
+      let prefix: Prefix;
+      try {
+        prefix = parsePrefix(r.prefix, { mask: true });
+      } catch (cause) {
+        throw new DeviceConfigError(`route ${i + 1}: prefix ${JSON.stringify(r.prefix)} is invalid`, { cause });
+      }
+      if (seen.has(prefix.text)) throw new DeviceConfigError(`route ${i + 1}: prefix ${prefix.text} appears twice`);
+      seen.add(prefix.text);
+      const candidates = r.candidates.map((c, j) => encodeKey(decodeKey(c, `route ${i + 1} candidate ${j + 1}`)));
+      parsed.push(new Route(prefix, [...new Set(candidates)]));
+    });
+    this.gatewayRoutes = parsed.length === 0 ? null : parsed;
+    if (this.gatewayRoutes !== null && this.pins === null) {
+      const b = this.random(4);
+      const seed = b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24);
+      this.pins = new FlowTable({ maxEntries: this.maxPins, seed });
+    }
+    if (this.gatewayRoutes === null) this.pins = null;
+    this.rebuildOutbound();
+    this.log.info(`device: routes set prefixes=${parsed.length} selector=${this.selector !== null}`);
+  }
+
+  /** Installs (or, with null, removes) the selector for routed destinations. */
+  setRouteSelector(selector: RouteSelector | null): void {
+    this.selector = selector;
+  }
+
+  /** Sets (or clears) the callback for replies to our probes; see DeviceOptions.onProbeReply. */
+  setProbeListener(listener: ((peerPublicKey: string, rttMs: number, report: HealthReport | null) => void) | null): void {
+    this.probeListener = listener;
+  }
+
+  /**
+   * What this device tells every peer that probes it (a gateway: the subnets its upstream
+   * monitor withdrew, and whether an admin drains it). Idempotent; validates before changing.
+   */
+  setHealthReport(report: HealthReport): void {
+    let block: Uint8Array;
+    try {
+      block = encodeReport(report);
+    } catch (cause) {
+      throw new DeviceConfigError(`health report: ${(cause as Error).message}`, { cause });
+    }
+    const decoded = decodeReport(block)!;
+    const before = this.healthReport;
+    this.healthBlock = block;
+    this.healthReport = decoded;
+    if (before.draining !== decoded.draining || before.withdrawn.join(",") !== decoded.withdrawn.join(",")) {
+      this.log.info(`device: health report withdrawn=${decoded.withdrawn.join(",") || "none"} draining=${decoded.draining}`);
+    }
+  }
+
+  /** The report probe replies carry now (canonical prefix texts). */
+  getHealthReport(): HealthReport {
+    return this.healthReport;
+  }
+
+  /** Bytes received from a peer so far (the failover loop's "heard from it" signal), -1 if unknown. */
+  rxBytesOf(publicKey: string): number {
+    return this.peers.get(publicKey)?.rxBytes ?? -1;
+  }
+
+  private rebuildOutbound(): void {
+    const routes = this.gatewayRoutes;
+    if (routes === null) {
+      this.outbound = this.routes;
+      return;
+    }
+    const table = new PrefixTable<Peer | Route>();
+    for (const [prefix, peer] of this.routes) table.insert(prefix, peer);
+    for (const route of routes) table.insert(route.prefix, route);
+    this.outbound = table;
+  }
+
   private addPeer(key: Uint8Array, psk: Uint8Array | undefined): Peer {
     const handshake = this.noise.newHandshake(key, psk);
     const cookies = new CookieGenerator(this.crypto, key, this.now);
     const timers = new PeerTimers(this.timerConfig, this.now, (max) => this.jitter(max));
     const peer = new Peer(Uint8Array.from(key), handshake, cookies, timers);
+    peer.pinSlot = this.freePinSlots.pop() ?? 0;
+    if (peer.pinSlot !== 0) this.pinPeers[peer.pinSlot] = peer;
     this.peers.set(peer.keyText, peer);
     this.peersByHex.set(Buffer.from(key).toString("hex"), peer);
     this.log.debug(`device: peer added key=${peer.keyText}`);
@@ -430,6 +709,13 @@ export class Device implements PacketEngine {
     peer.timers.stopAll();
     this.peers.delete(peer.keyText);
     this.peersByHex.delete(Buffer.from(peer.publicKey).toString("hex"));
+    const slot = peer.pinSlot;
+    if (slot !== 0) {
+      this.pins?.retain((_s, _e, owner) => owner !== slot);
+      this.pinPeers[slot] = undefined;
+      this.freePinSlots.push(slot);
+      peer.pinSlot = 0;
+    }
     this.log.debug(`device: peer removed key=${peer.keyText}`);
   }
 
@@ -449,11 +735,11 @@ export class Device implements PacketEngine {
     const len = packet.length;
     // O2 parse, O3 route
     const version = ipVersion(packet, len);
-    let peer: Peer | undefined;
+    let target: Peer | Route | undefined;
     if (version === 4) {
-      peer = this.routes.lookupV4(ipv4Destination(packet));
+      target = this.outbound.lookupV4(ipv4Destination(packet));
     } else if (version === 6) {
-      peer = this.routes.lookup(ipv6Destination(packet, this.addr16));
+      target = this.outbound.lookup(ipv6Destination(packet, this.addr16));
     } else {
       this.drop(null, "malformed-tun-packet");
       return;
@@ -462,9 +748,17 @@ export class Device implements PacketEngine {
       this.drop(null, "malformed-tun-packet");
       return;
     }
-    if (peer === undefined) {
+    if (target === undefined) {
       this.drop(null, "no-peer-for-destination");
       return;
+    }
+    let peer: Peer;
+    if (target instanceof Route) {
+      const chosen = this.selectGateway(packet, len, version);
+      if (chosen === null) return;
+      peer = chosen;
+    } else {
+      peer = target;
     }
     // O4 flow
     const gateway = this.gateway;
@@ -476,15 +770,164 @@ export class Device implements PacketEngine {
         return;
       }
     }
-    // O5 session
+    this.transmit(peer, packet, len);
+  }
+
+  /**
+   * O3 for a routed destination: the selector's gateway (the pinned one for a TCP/UDP flow it
+   * still allows), or null after counting the drop. `addr16` holds an IPv6 destination already.
+   */
+  private selectGateway(packet: Uint8Array, len: number, version: 4 | 6): Peer | null {
+    const selector = this.selector;
+    if (selector === null) {
+      this.drop(null, "no-healthy-gateway");
+      return null;
+    }
+    let dst = this.addr16;
+    if (version === 4) {
+      dst = this.addr4;
+      dst[0] = packet[16]!;
+      dst[1] = packet[17]!;
+      dst[2] = packet[18]!;
+      dst[3] = packet[19]!;
+    }
+    const pins = this.pins;
+    let pinnable = false;
+    let slot = -1;
+    let answer;
+    if (pins !== null && selector.lookupPinned !== undefined && this.pinKey(packet, len, pins)) {
+      pinnable = true;
+      slot = pins.find(this.now());
+      const owner = slot >= 0 ? this.pinPeers[pins.state(slot)] : undefined;
+      answer = owner === undefined ? selector.lookup(dst) : selector.lookupPinned(dst, owner.keyText);
+    } else {
+      answer = selector.lookup(dst);
+    }
+    const id = answer.gatewayId;
+    if (id === null) {
+      this.drop(null, "no-healthy-gateway");
+      return null;
+    }
+    const peer = this.peers.get(id);
+    if (peer === undefined) {
+      this.drop(null, "route-gateway-unknown");
+      return null;
+    }
+    if (pinnable && peer.pinSlot !== 0) {
+      const now = this.now();
+      const expires = now + (this.headers.proto === PROTO_TCP ? this.pinTcpMs : this.pinUdpMs);
+      if (slot >= 0) pins!.update(slot, expires, peer.pinSlot);
+      else pins!.upsert(now, expires, peer.pinSlot);
+    }
+    return peer;
+  }
+
+  /** Loads a TCP/UDP packet's flow key into the pin table's scratch key; false for anything else. */
+  private pinKey(packet: Uint8Array, len: number, pins: FlowTable): boolean {
+    const h = this.headers;
+    if (h.parse(packet, len) !== PARSE_OK || h.fragment === FRAG_LATER) return false;
+    if (h.proto !== PROTO_TCP && h.proto !== PROTO_UDP) return false;
+    const k = pins.key;
+    k[0] = h.proto | (h.family === 6 ? KEY_V6 : 0);
+    k[1] = h.s0;
+    k[2] = h.s1;
+    k[3] = h.s2;
+    k[4] = h.s3;
+    k[5] = h.d0;
+    k[6] = h.d1;
+    k[7] = h.d2;
+    k[8] = h.d3;
+    k[9] = ((h.sport << 16) | h.dport) >>> 0;
+    return true;
+  }
+
+  /** O5 session, O6 seal, O7 send, O8 timers: `packet[0..len)` to `peer`. */
+  private transmit(peer: Peer, packet: Uint8Array, len: number): void {
     const kp = peer.current;
     if (peer.staged.length === 0 && kp !== null && this.usable(kp)) {
       this.sealAndSend(peer, kp, packet, len);
       this.afterSend(peer, len > 0);
       return;
     }
-    this.stage(peer, packet.slice());
+    this.stage(peer, packet.slice(0, len));
     this.sendStagedPackets(peer);
+  }
+
+  // ---------------------------------------------------------------- probes
+
+  /**
+   * Sends one probe to the peer (see the module comment): false when it is not a configured
+   * peer. Never throws. With no usable session, starts a handshake instead and counts `unsent`.
+   */
+  probe(publicKey: string): boolean {
+    const peer = this.peers.get(publicKey);
+    if (peer === undefined) return false;
+    try {
+      peer.probeUnanswered++;
+      const kp = peer.current;
+      if (kp === null || !this.usable(kp) || peer.endpoint === null) {
+        peer.probeStats.unsent++;
+        this.sendHandshakeInitiation(peer, false);
+      } else {
+        if (peer.probeUnanswered > PROBE_REHANDSHAKE_AFTER) this.sendHandshakeInitiation(peer, false);
+        const seq = (peer.probeSeq = (peer.probeSeq + 1) >>> 0);
+        const i = seq % PROBE_WINDOW;
+        peer.probeSeqs[i] = seq;
+        peer.probeSentAt[i] = this.now();
+        const n = buildProbe(this.probeBuf, this.probeSource, peer.probeDestination, seq);
+        peer.probeStats.sent++;
+        this.transmit(peer, this.probeBuf, n);
+      }
+      this.flush();
+    } catch (err) {
+      this.drop(peer, "internal-error");
+      this.log.error(`device: internal error probing peer=${peer.keyText}: ${String(err)}`);
+    }
+    return true;
+  }
+
+  /** I7: a probe request from `peer` (`len` bytes in `buf`): answered with our health report. */
+  private answerProbe(peer: Peer, buf: Uint8Array, len: number): void {
+    const now = this.now();
+    const refill = ((now - peer.probeTokensAt) * PROBE_REPLIES_PER_S) / 1000;
+    const tokens = Math.min(PROBE_REPLIES_PER_S, peer.probeTokens + (refill > 0 ? refill : 0));
+    peer.probeTokensAt = now;
+    if (tokens < 1) {
+      peer.probeTokens = tokens;
+      this.drop(peer, "probe-rate-limited");
+      return;
+    }
+    peer.probeTokens = tokens - 1;
+    const n = buildProbeReply(buf, this.probeBuf, this.healthBlock);
+    peer.probeStats.answered++;
+    this.transmit(peer, this.probeBuf, n);
+  }
+
+  /** I7: a reply to one of our probes. */
+  private probeReplied(peer: Peer, buf: Uint8Array, len: number): void {
+    const seq = probeSequence(buf);
+    const i = seq % PROBE_WINDOW;
+    const sentAt = peer.probeSentAt[i]!;
+    if (peer.probeSeqs[i] !== seq || Number.isNaN(sentAt) || seq === 0) {
+      this.drop(peer, "probe-unexpected");
+      return;
+    }
+    peer.probeSentAt[i] = Number.NaN;
+    peer.probeUnanswered = 0;
+    peer.probeStats.replies++;
+    const block = replyReportBytes(buf, len);
+    const last = peer.reportBytes;
+    if (last === null || !sameBytes(last, block)) {
+      peer.reportBytes = block.slice();
+      peer.report = decodeReport(block);
+    }
+    const listener = this.probeListener;
+    if (listener === null) return;
+    try {
+      listener(peer.keyText, Math.max(0, this.now() - sentAt), peer.report);
+    } catch (err) {
+      this.log.error(`device: probe listener failed peer=${peer.keyText}: ${String(err)}`);
+    }
   }
 
   private usable(kp: Keypair): boolean {
@@ -843,15 +1286,30 @@ export class Device implements PacketEngine {
     // I7 keepalive
     if (n === 0) return;
     peer.timers.dataReceived();
-    // I8 allow
     const length = ipPacketLength(buf, n);
     if (length < 0) {
       this.drop(peer, "malformed-ip");
       return;
     }
-    const version = buf[0]! >> 4;
-    const owner = version === 4 ? this.routes.lookupV4(ipv4Source(buf)) : this.routes.lookup(ipv6Source(buf, this.addr16));
-    if (owner !== peer) {
+    // I7 probe
+    if (length >= PROBE_SIZE) {
+      const kind = classifyProbe(buf, length);
+      if (kind !== NOT_PROBE) {
+        if (kind === PROBE_REQUEST) this.answerProbe(peer, buf, length);
+        else this.probeReplied(peer, buf, length);
+        return;
+      }
+    }
+    // I8 allow: the single owner answers fast; a prefix several peers list needs the sender's own list.
+    let allowed: boolean;
+    if (buf[0]! >> 4 === 4) {
+      const src = ipv4Source(buf);
+      allowed = this.routes.lookupV4(src) === peer || peer.allowsV4(src);
+    } else {
+      const src = ipv6Source(buf, this.addr16);
+      allowed = this.routes.lookup(src) === peer || peer.allowsV6(src);
+    }
+    if (!allowed) {
       this.drop(peer, "source-not-allowed");
       return;
     }
@@ -900,6 +1358,7 @@ export class Device implements PacketEngine {
     const now = this.now();
     let next = now + MAX_TICK_MS;
     this.gateway?.sweep(now);
+    this.pins?.sweep(now, PIN_SWEEP_SLOTS);
     for (const peer of this.peers.values()) {
       const bits = peer.timers.takeExpired(now);
       if (bits !== 0) {
@@ -968,6 +1427,7 @@ export class Device implements PacketEngine {
         allowedIps: peer.prefixes.map((p) => p.text),
         persistentKeepalive: peer.persistentKeepaliveS,
         drops: { ...peer.drops },
+        probes: { ...peer.probeStats },
       });
     }
     return {
@@ -977,7 +1437,14 @@ export class Device implements PacketEngine {
       gateway: this.gatewayStats(),
       cookieRepliesSent: this.cookieRepliesSent,
       underLoad: this.now() < this.underLoadUntilMs,
+      routes: this.routeStats(),
     };
+  }
+
+  private routeStats(): RouteStats | null {
+    const routes = this.gatewayRoutes;
+    if (routes === null) return null;
+    return { prefixes: routes.length, pinnedFlows: this.pins?.size ?? 0, maxPinnedFlows: this.maxPins, selector: this.selector !== null };
   }
 
   private gatewayStats(): GatewayStats | null {
@@ -999,4 +1466,10 @@ export class Device implements PacketEngine {
       staged: peer.staged.length,
     };
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -44,6 +44,7 @@
 import type { Logger } from "../log.ts";
 import { parsePrefix, prefixCovers, prefixesOverlap, type Prefix } from "../net/address.ts";
 import { PrefixTable } from "../net/prefix-table.ts";
+import type { RouteSnapshotRow } from "../dataplane/routes.ts";
 import type { NetMapRoute } from "../policy/netmap.ts";
 import { FailoverConfigError, HealthMonitor, type GatewayHealth, type Liveness } from "./health.ts";
 
@@ -145,6 +146,8 @@ interface RouteState {
   everActive: boolean;
   lastSwitch: FailoverDecision | null;
   resolved: LookupResult;
+  /** lookupPinned's answers, one frozen object per gateway, so the data path allocates nothing. */
+  pinnedAnswers: Map<string, LookupResult>;
 }
 
 const NO_ROUTE: LookupResult = Object.freeze({ gatewayId: null, prefix: null, reason: "no-route" });
@@ -230,6 +233,7 @@ export class FailoverController {
           everActive: false,
           lastSwitch: null,
           resolved: NO_ROUTE,
+          pinnedAnswers: new Map(),
         };
         this.routes.set(text, state);
         this.table.insert(prefix, state);
@@ -333,9 +337,27 @@ export class FailoverController {
     const s = this.table.lookup(destination);
     if (s === undefined) return NO_ROUTE;
     if (s.candidates.has(pinned) && this.healthyFor(pinned, s)) {
-      return { gatewayId: pinned, prefix: s.prefix.text, viaPrefix: s.prefix.text };
+      let answer = s.pinnedAnswers.get(pinned);
+      if (answer === undefined) {
+        answer = Object.freeze({ gatewayId: pinned, prefix: s.prefix.text, viaPrefix: s.prefix.text });
+        s.pinnedAnswers.set(pinned, answer);
+      }
+      return answer;
     }
     return s.resolved;
+  }
+
+  /**
+   * The data plane's view, for a Device in another thread (core/dataplane/routes.ts
+   * SnapshotSelector): per route prefix, the resolved gateway and the candidates healthy for it
+   * (where pinned flows may stay). Equal snapshots give equal answers; re-send on a difference.
+   */
+  snapshot(): RouteSnapshotRow[] {
+    return this.sorted().map((s) => ({
+      prefix: s.prefix.text,
+      gatewayId: s.resolved.gatewayId,
+      healthy: [...s.candidates.keys()].filter((id) => this.healthyFor(id, s)).sort(cmp),
+    }));
   }
 
   /**
