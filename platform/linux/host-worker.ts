@@ -4,10 +4,16 @@
  * synchronous loop, no event-loop work per packet:
  *
  *   1. poll([tun, udp, wake], until the engine's next tick, at most 1 s)
- *   2. tun readable  → read up to batchSize packets (fd is non-blocking) → engine.handleTunPacket
- *                      each → bind flush (one sendmmsg for what the engine sent)
- *   3. udp readable  → one recvmmsg (up to batchSize) → engine.handleDatagram each (it writes
- *                      decrypted packets straight to the TUN) → bind flush (handshake replies)
+ *   2. tun readable  → read up to batchSize frames (fd is non-blocking); with offloads each is a
+ *                      vnet header + maybe a 64 KB TCP super-packet, split into IP packets
+ *                      (offload.ts splitFrame) → engine.handleTunPacket each → bind flush (one
+ *                      sendmmsg for what the engine sent; with UDP GSO, one message per run of
+ *                      equal-size datagrams to one endpoint)
+ *   3. udp readable  → one recvmmsg (up to batchSize; with UDP GRO a message may hold many
+ *                      datagrams, split by its segment size) → engine.handleDatagram each (its
+ *                      TUN writes are collected; with offloads consecutive TCP segments of a flow
+ *                      are coalesced into one GSO write: offload.ts TcpCoalescer) → TUN flush →
+ *                      bind flush (handshake replies)
  *   4. wake readable → drain the eventfd, take control messages with receiveMessageOnPort
  *                      (the loop never yields to the event loop, so messages are pulled)
  *   5. tick due      → engine.tick() → next deadline; flush
@@ -20,12 +26,14 @@ import type { Endpoint } from "../../core/dataplane/ports.ts";
 import type { Logger } from "../../core/log.ts";
 import type { EngineFactory, HostedEngine, HostStats, WorkerInit, WorkerReply, WorkerRequest } from "./host.ts";
 import { errnoName, ffiBuffer, libc, POLLERR, POLLHUP, POLLIN, POLLNVAL } from "./libc.ts";
+import { splitErrorName, splitFrame, TcpCoalescer, VNET_HDR_LEN } from "./offload.ts";
 import { openTun, type Tun } from "./tun.ts";
 import { Poller, UdpSocket } from "./udp.ts";
 
 declare const self: Worker;
 
-const TUN_BUFFER = 65536;
+/** A whole super-packet (64 KB) plus its vnet header, rounded up. */
+const TUN_BUFFER = 65536 + 64;
 const MAX_POLL_MS = 1000;
 
 function run(init: WorkerInit): void {
@@ -43,6 +51,9 @@ function run(init: WorkerInit): void {
   let udp: UdpSocket | undefined;
   let engine: HostedEngine | undefined;
   const counters = { tunRead: 0, tunWritten: 0, tunErrors: {} as Record<string, number>, engineErrors: 0, loops: 0, wakeups: 0 };
+  const offload = { tunFrames: 0, tunWrites: 0, merged: 0, badChecksum: 0, splitErrors: {} as Record<string, number> };
+  let offloadState = "off reason=disabled";
+  let coalescer: TcpCoalescer | null = null;
   const countTunError = (code: number) => {
     const name = errnoName(code);
     counters.tunErrors[name] = (counters.tunErrors[name] ?? 0) + 1;
@@ -52,25 +63,53 @@ function run(init: WorkerInit): void {
     if (++counters.engineErrors <= 5) logger.error(`host: engine_error stage=${where} error=${String(err)}`);
   };
   const stats = (): HostStats => ({
-    host: { ...counters, tunErrors: { ...counters.tunErrors }, udp: udp ? structuredClone(udp.counters) : null },
+    host: {
+      ...counters,
+      tunErrors: { ...counters.tunErrors },
+      udp: udp ? structuredClone(udp.counters) : null,
+      offloads: offloadState,
+      offload: {
+        ...offload,
+        merged: coalescer?.stats.merged ?? 0,
+        badChecksum: coalescer?.stats.badChecksum ?? 0,
+        splitErrors: { ...offload.splitErrors },
+      },
+    },
     engine: engine?.stats?.() ?? null,
   });
 
   (async () => {
-    tun = openTun(init.tunName);
+    tun = openTun(init.tunName, { offloads: init.offloads });
     tun.setNonBlocking();
-    udp = new UdpSocket({ port: init.listenPort, batchSize: init.batchSize, family: init.family });
+    offloadState = tun.vnetHdr ? "on" : `off reason=${init.offloads ? tun.offloadOff : "disabled"}`;
+    udp = new UdpSocket({ port: init.listenPort, batchSize: init.batchSize, family: init.family, gso: init.offloads, gro: init.offloads });
+    logger.info(`tun: offloads=${tun.vnetHdr ? "on reason=TUNSETOFFLOAD(CSUM|TSO4|TSO6)" : offloadState} udp_gso=${udp.counters.gso} udp_gro=${udp.counters.gro}`);
     const mod = (await import(init.engineModule)) as { default?: EngineFactory };
     if (typeof mod.default !== "function") throw new Error(`${init.engineModule} has no default-exported engine factory`);
     const t = tun;
     const u = udp;
-    engine = await mod.default(init.engineConfig, {
-      tun: {
-        writePacket(packet: Uint8Array): void {
-          const n = t.write(packet);
-          if (n >= 0) counters.tunWritten++;
+    if (t.vnetHdr) {
+      coalescer = new TcpCoalescer(
+        (frame, packets) => {
+          offload.tunWrites++;
+          const n = t.write(frame);
+          if (n >= 0) counters.tunWritten += packets;
           else countTunError(-n);
         },
+        { slots: Math.max(init.batchSize, 64) },
+      );
+    }
+    const c = coalescer;
+    engine = await mod.default(init.engineConfig, {
+      tun: {
+        writePacket:
+          c !== null
+            ? (packet: Uint8Array): void => c.add(packet)
+            : (packet: Uint8Array): void => {
+                const n = t.write(packet);
+                if (n >= 0) counters.tunWritten++;
+                else countTunError(-n);
+              },
       },
       bind: {
         sendDatagram: (data: Uint8Array, to: Endpoint) => u.queue(data, to),
@@ -102,6 +141,21 @@ function run(init: WorkerInit): void {
   function loop(tun: Tun, udp: UdpSocket, engine: HostedEngine): void {
     const poller = new Poller([tun.fd, udp.fd, init.wakeFd]);
     const tunBuf = ffiBuffer(TUN_BUFFER);
+    const segBuf = ffiBuffer(TUN_BUFFER);
+    const vnet = tun.vnetHdr;
+    const c = coalescer;
+    /** Engine calls may write to the TUN: after each batch, write what they collected. */
+    const flushTun = (): void => {
+      if (c !== null) c.flush();
+    };
+    const toEngine = (packet: Uint8Array): void => {
+      counters.tunRead++;
+      try {
+        engine.handleTunPacket(packet);
+      } catch (err) {
+        engineError("tun", err);
+      }
+    };
     const wakeBuf = ffiBuffer(8);
     const batch = udp.batchSize;
     let nextTick = 0;
@@ -115,13 +169,18 @@ function run(init: WorkerInit): void {
           countTunError(-n);
           break;
         }
-        counters.tunRead++;
-        try {
-          engine.handleTunPacket(tunBuf.subarray(0, n));
-        } catch (err) {
-          engineError("tun", err);
+        if (vnet) {
+          offload.tunFrames++;
+          const r = n < VNET_HDR_LEN ? -1 : splitFrame(tunBuf, n, segBuf, toEngine);
+          if (r < 0) {
+            const why = splitErrorName(r);
+            offload.splitErrors[why] = (offload.splitErrors[why] ?? 0) + 1;
+          }
+        } else {
+          toEngine(tunBuf.subarray(0, n));
         }
       }
+      flushTun();
       udp.flush();
     };
 
@@ -130,12 +189,20 @@ function run(init: WorkerInit): void {
       for (let k = 0; k < got; k++) {
         const data = udp.datagram(k);
         if (data === null) continue;
+        const from = udp.endpoint(k);
+        const seg = udp.segmentSize(k);
         try {
-          engine.handleDatagram(data, udp.endpoint(k));
+          if (seg > 0 && seg < data.length) {
+            // UDP GRO: several datagrams of one sender back to back.
+            for (let off = 0; off < data.length; off += seg) engine.handleDatagram(data.subarray(off, Math.min(off + seg, data.length)), from);
+          } else {
+            engine.handleDatagram(data, from);
+          }
         } catch (err) {
           engineError("udp", err);
         }
       }
+      flushTun();
       udp.flush();
     };
 
@@ -156,6 +223,7 @@ function run(init: WorkerInit): void {
           } catch (err) {
             engineError("control", err);
           }
+          flushTun();
           udp.flush();
         }
       }
@@ -174,6 +242,7 @@ function run(init: WorkerInit): void {
         } catch (err) {
           engineError("tick", err);
         }
+        flushTun();
         udp.flush();
         nextTick = t + Math.min(Math.max(ms, 0), 60_000);
       }

@@ -27,6 +27,20 @@
  *   one big loop 801 Mbit/s TCP / 73k pkt/s; step() per iteration 0.86–1.38 Gbit/s TCP,
  *   77k–126k pkt/s (UDP flood 76k–120k pkt/s per direction; noisy, shared machine).
  *
+ * - Offloads (`offloads`, default on; WAYGATE_OFFLOADS=0 turns them off): without them a 1.4 KB
+ *   packet cost one TUN read, one sendmmsg slot, one veth traversal, one recvmmsg slot and one
+ *   TUN write (which runs the receiving kernel's TCP path inline), and perf put ~54% of the two
+ *   threads' cycles in sendmmsg + TUN write at ~57 packets per loop. With them: the TUN carries
+ *   a virtio_net_hdr and TCP super-packets (IFF_VNET_HDR + TUNSETOFFLOAD CSUM|TSO4|TSO6), split
+ *   in JS (platform/linux/offload.ts); UDP goes out as UDP_SEGMENT messages and comes in as
+ *   UDP_GRO buffers (platform/linux/udp.ts); decrypted TCP segments of a flow are coalesced into
+ *   one GSO write. Measured (scripts/bench/throughput.ts, 2 vCPUs, iperf3 TCP, shared machine):
+ *   ~46 packets per TUN read, ~36 datagrams per UDP message, ~43 packets per TUN write;
+ *   on 1.75–3.41 Gbit/s, off 0.60–1.09, wireguard-go 0.38–0.62 in the same runs (ratios to
+ *   wireguard-go 4.0–6.0x on, 1.57–1.75x off). The whole box is then CPU-bound: in the Worker threads
+ *   ~34% OpenSSL ChaCha20-Poly1305 (plus ~5% of per-packet EVP param lookups: strcmp,
+ *   OSSL_PARAM_locate), ~22% kernel, ~19% Bun runtime (FFI calls, copies), ~17% JIT'd JS.
+ *
  * Control traffic (engine config, stats, stop) goes over a MessageChannel and an eventfd that
  * wakes the loop's poll(); the Worker pulls messages with receiveMessageOnPort because its loop
  * never returns to the event loop. Nothing crosses threads per packet.
@@ -82,6 +96,12 @@ export interface HostOptions {
   link?: InterfaceSettings;
   /** How long to wait for the worker to open its fds and build the engine (default 10 s). */
   startTimeoutMs?: number;
+  /**
+   * TUN TSO/GRO (IFF_VNET_HDR + TUNSETOFFLOAD) and UDP GSO/GRO. Default on, unless the
+   * environment says WAYGATE_OFFLOADS=0 (benches, bisecting); each part falls back by itself
+   * where the kernel refuses, and the worker logs `tun: offloads=on|off reason=...` once.
+   */
+  offloads?: boolean;
 }
 
 export interface HostDeps {
@@ -89,14 +109,33 @@ export interface HostDeps {
   runner?: CommandRunner;
 }
 
+/** What the offloads did (present when the host was asked for them). */
+export interface OffloadCounters {
+  /** TUN reads (each may be a super-packet of many `tunRead` packets). */
+  tunFrames: number;
+  /** TUN writes (each may carry several `tunWritten` packets). */
+  tunWrites: number;
+  /** Packets that joined another one's TUN write (GRO). */
+  merged: number;
+  /** TCP segments not coalesced because their checksum was wrong (the kernel drops them). */
+  badChecksum: number;
+  /** TUN reads refused by the splitter, by reason. */
+  splitErrors: Record<string, number>;
+}
+
 export interface HostCounters {
+  /** IP packets read from the TUN (super-packets count as their segments). */
   tunRead: number;
+  /** IP packets written to the TUN (coalesced ones count as their segments). */
   tunWritten: number;
   tunErrors: Record<string, number>;
   engineErrors: number;
   loops: number;
   wakeups: number;
   udp: UdpCounters | null;
+  /** "on", or "off reason=..." (TUN offloads). */
+  offloads?: string;
+  offload?: OffloadCounters;
 }
 
 export interface HostStats {
@@ -131,6 +170,7 @@ export interface WorkerInit {
   engineModule: string;
   engineConfig: unknown;
   wakeFd: number;
+  offloads: boolean;
   port: MessagePort;
 }
 /** @internal */
@@ -169,6 +209,7 @@ export async function startHost(options: HostOptions, deps: HostDeps = {}): Prom
     engineModule,
     engineConfig: options.engineConfig,
     wakeFd,
+    offloads: options.offloads ?? process.env.WAYGATE_OFFLOADS !== "0",
     port: channel.port2,
   };
 
