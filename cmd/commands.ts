@@ -74,6 +74,11 @@ export const commands: Record<string, CommandEntry> = {
     examples: ["waygate status", "waygate status --json", "waygate status --state-dir /srv/waygate-agent"],
     load: () => import("./status.ts").then((m) => m.default),
   },
+  cleanup: {
+    summary: "Remove what a crashed agent left: firewall rules (every backend), routes, its TUN; restore IP forwarding",
+    examples: ["waygate cleanup", "waygate cleanup --state-dir /var/lib/waygate/agent --json"],
+    load: () => import("./cleanup.ts").then((m) => m.default),
+  },
   serve: {
     summary: "Run the control plane: admin API, enrolment and NetMap streaming (prints the admin token once)",
     examples: [

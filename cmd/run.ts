@@ -7,6 +7,17 @@
  * routes), reports discovered subnets and endpoints, answers `waygate status` on
  * <state-dir>/agent.sock, and on SIGINT/SIGTERM removes everything it added.
  *
+ * DNS (`--dns`, the default; `--no-dns` turns it off): a stub on the virtual address :53 and
+ * 127.0.0.1:53 answers peer names in `--dns-zone` (default waygate) and forwards other names
+ * through the tunnel to a gateway; when this system is a gateway, its forwarder answers peers from
+ * `--resolv-conf` / `--hosts-file` (default $WAYGATE_RESOLV_CONF / $WAYGATE_HOSTS_FILE, else
+ * /etc/resolv.conf and /etc/hosts). See platform/linux/agent-dns.ts.
+ *
+ * Gateway and routes: `--firewall auto|iptables|nftables` picks the gateway's firewall backend
+ * (auto: the detector decides, logged once as `firewall: backend=... reason=...`); with a default
+ * route through a gateway, `--fail-closed` blackholes traffic while the tunnel is down instead of
+ * leaking it, and `--no-allow-lan-access` sends the local LAN through the tunnel too.
+ *
  * -v: 0 errors, 1 warnings, 3 info (default), 4 every decision (peer add/change/remove/keep,
  * discovery skips, routes), 5 also per-peer packet-drop counters with their reasons every 5 s.
  * Log lines carry consola tags per component ([agent], [control], [engine], [router], ...).
@@ -15,10 +26,12 @@ import { defineCommand } from "citty";
 import { createConsola } from "consola";
 import { homedir } from "node:os";
 import { taggedLogger, verbosityLevel } from "../core/agent/log.ts";
+import { DNS_ARGS, dnsSettingsFrom } from "../core/agent/dns-config.ts";
 import { agentStateDir, readIdentity, requireEnrolment } from "../core/agent/state.ts";
 import { WaygateError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import { DEFAULT_AGENT_INTERFACE, startLinuxAgent } from "../platform/linux/agent-adapters.ts";
+import { parseFirewallSetting } from "../core/agent/gateway-config.ts";
 import { ensureJitWorkaround } from "../platform/linux/jit.ts";
 import { checkInterfaceName } from "../platform/linux/wg-quick.ts";
 import { waygateVersion } from "./version.ts";
@@ -55,6 +68,10 @@ export default defineCommand({
     "listen-port": { type: "string", description: `UDP port (default ${DEFAULT_LISTEN_PORT}; 0 picks a free one)`, valueHint: "N" },
     verbose: { type: "string", alias: "v", description: "Log level 0-5 (3 info; 4 every decision; 5 also packet drops with reasons)", valueHint: "LEVEL" },
     noble: { type: "boolean", description: "Use the pure-JS @noble crypto even where OpenSSL is available", default: false },
+    firewall: { type: "string", description: "Gateway firewall backend: auto (detect), iptables or nftables (default auto)", valueHint: "auto|iptables|nftables" },
+    "fail-closed": { type: "boolean", description: "With a default route through a gateway: block, never leak, while the tunnel is down", default: false },
+    "allow-lan-access": { type: "boolean", description: "With a default route through a gateway: keep the local LAN direct (--no-allow-lan-access: through the tunnel)", default: true },
+    ...DNS_ARGS,
   },
   async run({ args, data }) {
     const injected = (data ?? {}) as RunCommandData;
@@ -65,6 +82,8 @@ export default defineCommand({
     const listenPort = parseListenPort(args["listen-port"]);
     const level = verbosityLevel(typeof args.verbose === "string" ? args.verbose : env.CONSOLA_LEVEL);
     if (Number.isNaN(level)) throw new RunUsageError(`-v must be 0..5, got ${JSON.stringify(args.verbose)}`);
+    const dns = dnsSettingsFrom(args, env);
+    const firewall = parseFirewallSetting(args.firewall);
     const identity = requireEnrolment(stateDir, readIdentity(stateDir));
 
     // From here on the data plane runs: it needs the JIT flag set at process start (re-exec).
@@ -79,6 +98,10 @@ export default defineCommand({
       logger,
       version: waygateVersion(),
       forceNoble: args.noble === true,
+      firewall,
+      failClosed: args["fail-closed"] === true,
+      allowLanAccess: args["allow-lan-access"] !== false,
+      ...(dns !== null ? { dns } : {}),
       ...(level >= 5 ? { dropLogIntervalMs: 5000 } : {}),
     });
     const e = identity.enrolment;

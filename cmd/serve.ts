@@ -5,7 +5,11 @@
  * (stdout) and only its SHA-256 is stored. With `--admin-token-file F` the token comes from F,
  * or, when F does not exist yet, is generated and written there (0600) for scripts.
  * `--standalone` also runs an agent in this process that is a gateway for the subnets this
- * machine is on (platform/linux/agent-adapters.ts, loaded only then).
+ * machine is on (platform/linux/agent-adapters.ts, loaded only then), with the agent's DNS (stub,
+ * and the gateway forwarder over `--resolv-conf` / `--hosts-file`; `--no-dns` turns it off; see
+ * cmd/run.ts).
+ *
+ * `--firewall auto|iptables|nftables` picks the standalone gateway's firewall backend (cmd/run.ts).
  *
  * Tests run it in-process with `runCommand(cmd, { rawArgs, data: { out, logger, onListening } })`
  * and stop it through the handle passed to `onListening`.
@@ -17,6 +21,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import * as v from "valibot";
+import { DNS_ARGS, dnsSettingsFrom } from "../core/agent/dns-config.ts";
+import { parseFirewallSetting } from "../core/agent/gateway-config.ts";
 import { createControlServer, type ControlServer } from "../core/control/server.ts";
 import { WaygateError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
@@ -74,6 +80,8 @@ export default defineCommand({
     "admin-token-file": { type: "string", description: "Read the admin token from FILE, or write the new one there (0600) if FILE is absent", valueHint: "FILE" },
     network: { type: "string", description: `Overlay network for a new database (default ${DEFAULT_NETWORK})`, valueHint: "CIDR" },
     standalone: { type: "boolean", description: "Also run an agent here, a gateway for this machine's subnets (Linux, root)", default: false },
+    firewall: { type: "string", description: "--standalone: the gateway's firewall backend, auto (detect), iptables or nftables", valueHint: "auto|iptables|nftables" },
+    ...DNS_ARGS,
   },
   async run({ args, data }) {
     const injected = (data ?? {}) as ServeCommandData;
@@ -96,6 +104,8 @@ export default defineCommand({
       }
     }
     if (args.network !== undefined && !v.is(PrefixTextSchema, args.network)) throw new ServeUsageError(`--network ${args.network} is not a prefix`);
+    const dns = dnsSettingsFrom(args, env);
+    const firewall = parseFirewallSetting(args.firewall);
     const stateDir = args["state-dir"] ?? defaultStateDir(env, process.getuid?.() ?? 0, homedir());
     const dbPath = args.db ?? join(stateDir, DB_FILE_NAME);
 
@@ -176,6 +186,8 @@ export default defineCommand({
         logger,
         version: waygateVersion(),
         out,
+        firewall,
+        ...(dns !== null ? { dns } : {}),
       });
     }
 

@@ -11,6 +11,8 @@
  * `connecting` (initiations sent, no current session), `idle` (configured, no traffic asked for
  * a session yet, or the session expired), `unknown` (the agent is not running: data from disk).
  * Link RTT is not measured by the Device yet, so it is null ("-").
+ * `dns` (optional) is filled in by the running agent's DNS service (platform/linux/agent-dns.ts):
+ * where the stub listens, its zone, where it forwards, and the gateway forwarder's upstreams.
  */
 import type { DeviceStats, DropCounts, PeerStats } from "../dataplane/device.ts";
 import type { NetMap, NetMapGatewaySubnet } from "../policy/netmap.ts";
@@ -52,6 +54,19 @@ export interface PeerStatus {
   drops: DropCounts;
 }
 
+/** The agent's DNS as `waygate status` shows it. */
+export interface DnsStatus {
+  zone: string;
+  /** "100.64.0.2:53", "127.0.0.1:53": where the stub is bound. */
+  listen: string[];
+  /** Gateways forwarded to, in the order tried ("GW001 100.64.0.1"); empty: REFUSED locally. */
+  forwardTo: string[];
+  /** This system's gateway forwarder, when it is an active gateway. */
+  forwarder: { upstreams: string[]; hostsEntries: number } | null;
+  /** systemd-resolved registration of the stub on the TUN link. */
+  registration: "resolved" | "manual" | "skipped" | "failed" | "off";
+}
+
 export interface AgentStatus {
   /** When the answer was made (wall-clock ms). */
   now: number;
@@ -87,6 +102,8 @@ export interface AgentStatus {
   } | null;
   peers: PeerStatus[];
   drops: DropCounts;
+  /** Absent when the agent runs without DNS (or is not running). */
+  dns?: DnsStatus | null;
 }
 
 export interface StatusInput {
@@ -232,6 +249,14 @@ function block(rows: [string, string | string[]][], indent: string): string[] {
   return out;
 }
 
+function dnsRows(d: DnsStatus): [string, string | string[]][] {
+  return [
+    ["DNS", `stub ${d.listen.join(", ") || "not listening"}, zone ${d.zone}, registration ${d.registration}`],
+    ["DNS forwards to", d.forwardTo.length > 0 ? d.forwardTo : "no gateway (other names: REFUSED)"],
+    ...(d.forwarder ? [["DNS forwarder", `upstreams ${d.forwarder.upstreams.join(", ") || "none"}, ${d.forwarder.hostsEntries} hosts entries`] as [string, string]] : []),
+  ];
+}
+
 /** The text `waygate status` prints. */
 export function renderStatus(s: AgentStatus): string {
   const self = s.self;
@@ -256,6 +281,7 @@ export function renderStatus(s: AgentStatus): string {
         ...(self.active === false ? [["State", "inactive (disabled or awaiting approval): no peers"] as [string, string]] : []),
         ...(self.gateway ? [["Gateway for", self.gateway.subnets.map((g) => `${g.prefix}${g.nat ? " (NAT)" : ""}${g.draining ? " (draining)" : ""}`)] as [string, string[]]] : []),
         ...(self.discoveredSubnets.length > 0 ? [["Local subnets", self.discoveredSubnets] as [string, string[]]] : []),
+        ...(s.dns ? dnsRows(s.dns) : []),
       ],
       "",
     ),

@@ -12,8 +12,14 @@
  *      message to the engine, stats from the host), discovery (platform/linux/discover.ts,
  *      excluding the TUN and the overlay network), the control-plane client (signed with
  *      core/control/auth.ts), and one onNetMap hook, the Router (platform/linux/router.ts):
- *      the NetMap's gateway routes onto the TUN (`ip route ... proto 87`);
- *   4. stop(): agent loops, control socket, routes (router.set(null)), host (the TUN and its
+ *      the NetMap's gateway routes onto the TUN (`ip route ... proto 87`, with bypass routes,
+ *      allowLanAccess and failClosed: agent-gateway.ts `clientRouterHook`), and the gateway role
+ *      (agent-gateway.ts `startGatewayRole`: Device filter, firewall, forwarding, watchdog;
+ *      removed again on stop);
+ *      With `dns`, the DNS service (platform/linux/agent-dns.ts: stub on the virtual address and
+ *      loopback, the gateway forwarder, systemd-resolved registration) is another hook, and its
+ *      state is part of `waygate status`;
+ *   4. stop(): agent loops, control socket, gateway role, DNS, routes (router.set(null)), host (the TUN and its
  *      addresses vanish with it). Idempotent.
  *
  * `startLinuxStandalone` is the agent half of `waygate serve --standalone`: core/agent/standalone.ts
@@ -28,13 +34,15 @@ import { type Enrolment, type Identity, socketPathIn } from "../../core/agent/st
 import type { Store } from "../../core/store/store.ts";
 import type { DeviceStats } from "../../core/dataplane/device.ts";
 import type { Logger } from "../../core/log.ts";
-import { parseAddress, parsePrefix, prefixCovers } from "../../core/net/address.ts";
+import { parseAddress, parsePrefix } from "../../core/net/address.ts";
 import type { CommandRunner } from "../../core/runner.ts";
 import type { Crypto } from "../../core/wire/crypto.ts";
 import { nobleCrypto } from "../../core/wire/crypto-noble.ts";
 import type { TimerConfig } from "../../core/wire/timers.ts";
 import { execRunner } from "../exec.ts";
+import { type AgentDns, type AgentDnsConfig, startAgentDns } from "./agent-dns.ts";
 import { type ControlServer, listenControl } from "./control.ts";
+import { clientRouterHook, type FirewallSetting, type GatewayRole, startGatewayRole } from "./agent-gateway.ts";
 import type { DeviceEngineConfig } from "./device-engine.ts";
 import { discoverSubnets } from "./discover.ts";
 import { type Host, startHost } from "./host.ts";
@@ -89,6 +97,14 @@ export interface LinuxAgentOptions {
   /** Install the NetMap's gateway routes on the TUN (default true). */
   routes?: boolean;
   hooks?: NetMapHook[];
+  /** The gateway role's firewall backend (`--firewall`; default auto); false: no gateway role. */
+  firewall?: FirewallSetting | false;
+  /** With a default route through a gateway: keep the local LAN direct (default true). */
+  allowLanAccess?: boolean;
+  /** With a default route through a gateway: blackhole, not leak, when the tunnel goes. */
+  failClosed?: boolean;
+  /** Run the DNS stub (and, on a gateway, the forwarder); absent: no DNS. */
+  dns?: AgentDnsConfig;
 }
 
 export interface RunningAgent {
@@ -113,6 +129,8 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
   let agent: Agent | null = null;
   let host: Host | null = null;
   let router: ReturnType<typeof linuxRouter> | null = null;
+  let gateway: GatewayRole | null = null;
+  let dns: AgentDns | null = null;
   let stopping: Promise<void> | null = null;
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => {
@@ -124,7 +142,7 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     {
       show: async () => {
         if (agent === null) throw new Error("the agent is starting");
-        return agent.status();
+        return dns === null ? agent.status() : { ...(await agent.status()), dns: dns.status() };
       },
       down: () => stop(),
     },
@@ -135,6 +153,8 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     stopping ??= (async () => {
       await agent?.stop().catch((err: unknown) => logger.warn(`agent: stop error=${String(err)}`));
       control.close();
+      await gateway?.stop().catch((err: unknown) => logger.warn(`gateway: cleanup failed error=${String(err)}`));
+      await dns?.stop().catch((err: unknown) => logger.warn(`dns: stop failed error=${String(err)}`));
       if (router !== null) await router.set(null).catch((err: unknown) => logger.warn(`router: cleanup failed error=${String(err)}`));
       await host?.stop();
       logger.info(`agent: down interface=${o.interfaceName}`);
@@ -166,19 +186,24 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     if (o.routes !== false) {
       const tunnel = { interfaceName: h.tunName, addresses: [`${address.text}/${network.length}`] };
       router = linuxRouter({ runner, logger, tunnel });
-      const r = router;
-      hooks.unshift(async (netmap) => {
-        const prefixes = [...new Set(netmap.routes.map((x) => x.prefix))].filter((p) => {
-          try {
-            const q = parsePrefix(p, { mask: true });
-            return !(q.family === network.family && prefixCovers(network, q));
-          } catch {
-            return false;
-          }
-        });
-        const result = await r.set({ ...tunnel, routes: prefixes.map((prefix) => ({ prefix })) });
-        if (result.changes.length > 0) logger.info(`router: changes=${result.changes.length} routes=${prefixes.join(",") || "none"}`);
-      });
+      hooks.unshift(
+        clientRouterHook({
+          router,
+          tunnel,
+          serverUrl: e.serverUrl,
+          logger,
+          ...(o.allowLanAccess !== undefined ? { allowLanAccess: o.allowLanAccess } : {}),
+          ...(o.failClosed !== undefined ? { failClosed: o.failClosed } : {}),
+        }),
+      );
+    }
+    if (o.firewall !== false) {
+      gateway = await startGatewayRole({ runner, logger, stateDir: o.stateDir, tunnelInterface: h.tunName, engineControl: (m) => h.control(m), firewall: o.firewall ?? "auto" });
+      hooks.push(gateway.hook);
+    }
+    if (o.dns !== undefined) {
+      dns = await startAgentDns({ ...o.dns, virtualAddress: address.text, interfaceName: h.tunName, logger, runner, now: () => Date.now() });
+      hooks.push(dns.hook);
     }
     const client = new ControlClient({ serverUrl: e.serverUrl, fetch: o.fetch ?? ((u, i) => fetch(u, i)), logger, signer: agentSigner(identity) });
     agent = new Agent({
@@ -233,6 +258,10 @@ export interface LinuxStandaloneOptions {
   runner?: CommandRunner;
   out?: (text: string) => void;
   forceNoble?: boolean;
+  /** `serve --firewall` (default auto). */
+  firewall?: FirewallSetting;
+  /** The agent's DNS (LinuxAgentOptions.dns). */
+  dns?: AgentDnsConfig;
 }
 
 /** The adapters core/agent/standalone.ts needs, on Linux. */
@@ -251,6 +280,8 @@ export function linuxStandaloneAdapters(o: LinuxStandaloneOptions): StandaloneAd
         version: o.version,
         runner,
         forceNoble: o.forceNoble === true,
+        ...(o.firewall !== undefined ? { firewall: o.firewall } : {}),
+        ...(o.dns !== undefined ? { dns: o.dns } : {}),
       }),
     fetch: (u, i) => fetch(u, i),
     crypto: nobleCrypto(),

@@ -9,6 +9,9 @@
  * Control messages (one postMessage each, never per packet):
  *   { type: "setPeers", peers: PeerConfig[] }   the complete peer list (Device.setPeers, idempotent)
  *   { type: "config", peers }                   the same, under the name the test engine used
+ *   { type: "setGateway", gateway }             Device.setGateway: a GatewayConfig makes this device
+ *                                               a gateway enforcing it, null turns that off (the agent's
+ *                                               gateway role, platform/linux/agent-gateway.ts)
  * `stats()` returns the DeviceStats plus the crypto name; the host adds its own counters.
  *
  * `timers` shortens WireGuard's constants (e2e rekey tests: `waygate up` reads the
@@ -18,6 +21,7 @@
  */
 import { randomFillSync } from "node:crypto";
 import { Device, type DeviceStats, type PeerConfig } from "../../core/dataplane/device.ts";
+import type { GatewayConfig } from "../../core/dataplane/gateway.ts";
 import type { Logger } from "../../core/log.ts";
 import type { TimerConfig } from "../../core/wire/timers.ts";
 import { selectCrypto } from "../crypto/select.ts";
@@ -37,7 +41,10 @@ export interface DeviceEngineConfig {
   underLoadHandshakesPerSecond?: number;
 }
 
-export type DeviceEngineControl = { type: "setPeers"; peers: PeerConfig[] } | { type: "config"; peers: PeerConfig[] };
+export type DeviceEngineControl =
+  | { type: "setPeers"; peers: PeerConfig[] }
+  | { type: "config"; peers: PeerConfig[] }
+  | { type: "setGateway"; gateway: GatewayConfig | null };
 
 export interface DeviceEngineStats extends DeviceStats {
   crypto: string;
@@ -88,6 +95,10 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
       if (m && (m.type === "setPeers" || m.type === "config") && Array.isArray(m.peers)) {
         device.setPeers(m.peers);
         logger.info(`engine: peers set count=${m.peers.length}`);
+        return;
+      }
+      if (m && m.type === "setGateway" && (m.gateway === null || typeof m.gateway === "object")) {
+        device.setGateway(m.gateway ?? null);
         return;
       }
       logger.warn(`engine: unknown control message ${JSON.stringify(message)?.slice(0, 200)}`);
