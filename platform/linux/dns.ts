@@ -136,9 +136,20 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
             const query = new Uint8Array(buf);
             void run(query, { address, port, transport: "udp" }).then((res) => {
               if (res === null || socket.closed) return;
-              socket.send(res, port, address);
-              count(counters, "udp:out");
+              try {
+                socket.send(res, port, address);
+                count(counters, "udp:out");
+              } catch (err) {
+                count(counters, "udp:error");
+                logger.debug(`dns: send failed to=${address}:${port} error=${(err as Error).message}`);
+              }
             });
+          },
+          // An ICMP error for an earlier reply (the client's socket is gone) surfaces here, e.g.
+          // ECONNREFUSED from the error queue: count it; without a handler Bun reports it uncaught.
+          error(...args: unknown[]) {
+            count(counters, "udp:error");
+            logger.debug(`dns: udp socket error=${socketErrorText(args)}`);
           },
         },
       });
@@ -261,6 +272,11 @@ function udpExchange(query: Uint8Array, up: UpstreamAddress, timeoutMs: number):
           if (h === null || h.id !== id || !h.qr) return;
           finish(null, reply);
         },
+        // ICMP port unreachable from the upstream arrives as ECONNREFUSED: fail now, so the
+        // caller moves on to the next upstream instead of waiting for the timeout.
+        error(...args: unknown[]) {
+          finish(new DnsSocketError(`DNS upstream ${up.address}:${up.port} failed: ${socketErrorText(args)}`, { cause: args.find((a) => a instanceof Error) }));
+        },
       },
     }).then(
       (s) => {
@@ -274,6 +290,12 @@ function udpExchange(query: Uint8Array, up: UpstreamAddress, timeoutMs: number):
       (err) => finish(new DnsSocketError(`cannot open a UDP socket for DNS: ${(err as Error).message}`, { cause: err })),
     );
   });
+}
+
+/** Bun's UDP `error` handler has had both (socket, err) and (err) shapes: find the error either way. */
+function socketErrorText(args: readonly unknown[]): string {
+  const err = args.find((a): a is Error => a instanceof Error);
+  return err ? `${(err as NodeJS.ErrnoException).code ?? ""} ${err.message}`.trim() : "unknown socket error";
 }
 
 function tcpExchange(query: Uint8Array, up: UpstreamAddress, timeoutMs: number): Promise<Uint8Array> {

@@ -96,6 +96,21 @@ describe("server + exchange", () => {
     expect(silent.counters["error:handler"]).toBe(1);
   });
 
+  test("an upstream that answers with ICMP port unreachable fails fast, without an uncaught socket error", async () => {
+    // A port nobody listens on: bind a socket to learn a free port, then close it.
+    const probe = await Bun.udpSocket({ hostname: "127.0.0.1" });
+    const port = probe.port;
+    probe.close();
+    const t0 = performance.now();
+    const outcome = await createExchange({ timeoutMs: 3000, tcpFallback: false })(encodeMessage(makeQuery(3, "x.corp.net", TYPE.A)), `127.0.0.1:${port}`).then(
+      () => "answered",
+      (err: Error) => err.message,
+    );
+    // Either Bun reports the refusal (fast) or the datagram is silently lost (timeout): never a crash.
+    if (/failed/.test(outcome)) expect(performance.now() - t0).toBeLessThan(2000);
+    else expect(outcome).toMatch(/within 3000 ms/);
+  });
+
   test("parseUpstream", () => {
     expect(parseUpstream("10.0.0.53")).toEqual({ address: "10.0.0.53", port: 53 });
     expect(parseUpstream("10.0.0.53:5353")).toEqual({ address: "10.0.0.53", port: 5353 });
