@@ -38,6 +38,12 @@
  *                (`under-load`) and the per-source rate limiter (`rate-limited`); then the Noise
  *                message (`handshake-invalid`, `unknown-peer`, `stale-timestamp`, `handshake-flood`);
  *                an initiation is answered with a response, a response completes the session.
+ *                Crossed initiations (the peer's arrives while ours, sent less than
+ *                CROSSING_WINDOW_MS ago, is unanswered): the side with the greater static key wins
+ *                and ignores the other's; the other answers and keeps its own in flight, so both
+ *                end on one session within a round trip, never at the REKEY_TIMEOUT retry (which is
+ *                where wireguard-go, forgetting its own initiation on answering, meets). See
+ *                crossedInitiation.
  *   I4 cookie    a cookie reply for one of our handshakes is stored for mac2 (`cookie-invalid`).
  *   I5 open      transport: receiver index -> keypair (`unknown-receiver`), age (`keypair-expired`),
  *                decrypt (`decrypt-failed`), then the replay window (`replayed`).
@@ -308,6 +314,11 @@ const PIN_SWEEP_SLOTS = 1024;
 const MAX_PIN_SLOTS = 255;
 
 const UNDER_LOAD_AFTER_MS = 1000;
+/**
+ * An initiation of ours younger than this is taken to cross the peer's (both in flight at once)
+ * rather than to be lost: a round-trip bound. Beyond it we answer and forget ours, as wireguard-go.
+ */
+export const CROSSING_WINDOW_MS = 1000;
 const MAX_TICK_MS = 1000;
 const DEFAULT_MTU = 1420;
 
@@ -341,7 +352,11 @@ class Peer {
   probeDestination = 0;
   presharedKeyText = "";
   persistentKeepaliveS = 0;
+  /** Whether our initiation wins when it crosses one of this peer's (Noise.initiationWins). */
+  initiationWins = false;
   lastSentHandshakeMs = Number.NEGATIVE_INFINITY;
+  /** When our latest initiation was sent (lastSentHandshakeMs also counts responses). */
+  lastInitiationSentMs = Number.NEGATIVE_INFINITY;
   latestHandshakeMs = 0;
   rxBytes = 0;
   txBytes = 0;
@@ -696,6 +711,7 @@ export class Device implements PacketEngine {
     const cookies = new CookieGenerator(this.crypto, key, this.now);
     const timers = new PeerTimers(this.timerConfig, this.now, (max) => this.jitter(max));
     const peer = new Peer(Uint8Array.from(key), handshake, cookies, timers);
+    peer.initiationWins = this.noise.initiationWins(peer.publicKey);
     peer.pinSlot = this.freePinSlots.pop() ?? 0;
     if (peer.pinSlot !== 0) this.pinPeers[peer.pinSlot] = peer;
     this.peers.set(peer.keyText, peer);
@@ -1018,6 +1034,7 @@ export class Device implements PacketEngine {
     if (endpoint === null) return; // nowhere to send it; the peer has to reach us first
     if (isZero(peer.handshake.precomputedStaticStatic)) return; // a low-order key can never handshake
     peer.lastSentHandshakeMs = now;
+    peer.lastInitiationSentMs = now;
     this.releaseHandshakeIndex(peer);
     const index = this.newIndex();
     const msg = this.noise.createInitiation(peer.handshake, index);
@@ -1034,7 +1051,8 @@ export class Device implements PacketEngine {
 
   private sendHandshakeResponse(peer: Peer, to: Endpoint): void {
     peer.lastSentHandshakeMs = this.now();
-    this.releaseHandshakeIndex(peer);
+    // Our own initiation, if one is in flight, was set aside and must keep its index.
+    if (peer.handshake.pendingInitiation === null) this.releaseHandshakeIndex(peer);
     const index = this.newIndex();
     const msg = this.noise.createResponse(peer.handshake, index);
     this.indices.set(index, { peer, keypair: null });
@@ -1210,6 +1228,7 @@ export class Device implements PacketEngine {
       this.setEndpoint(peer, from);
       peer.rxBytes += data.length;
       this.log.debug(`device: handshake initiation received peer=${peer.keyText}`);
+      if (peer.handshake.pendingInitiation !== null && !this.crossedInitiation(peer)) return;
       this.sendHandshakeResponse(peer, from);
       this.flush();
       return;
@@ -1229,12 +1248,49 @@ export class Device implements PacketEngine {
     peer.rxBytes += data.length;
     peer.timers.anyAuthenticatedPacketTraversal();
     peer.timers.anyAuthenticatedPacketReceived();
+    if (peer.handshake.crossed && !peer.initiationWins && peer.next === null) {
+      // Ours crossed the peer's, lost the tie and was kept only as a fallback, and the peer's
+      // session is confirmed already (promoted from next): using ours as well would leave two
+      // sessions (crossedInitiation). The response authenticated; its session is not used.
+      this.releaseHandshakeIndex(peer);
+      peer.handshake.clear();
+      this.log.debug(`device: crossed handshake superseded peer=${peer.keyText}`);
+      return;
+    }
     this.beginSymmetricSession(peer);
     peer.timers.sessionDerived();
     this.handshakeComplete(peer);
     this.log.debug(`device: handshake complete peer=${peer.keyText} role=initiator`);
     this.sendKeepalive(peer);
     this.flush();
+  }
+
+  /**
+   * I3, the peer's initiation consumed while ours is in flight (set aside by Noise). If both
+   * sides answered both, each would hold two sessions with no order-free way to agree on one: a side that settles on the other's can find the other has already moved to
+   * its own, and the pair ends each sending on a session the other holds only as `previous`,
+   * which the next rotation deletes under in-flight packets. So one side answers:
+   * - ours is older than CROSSING_WINDOW_MS: taken as lost; forget it, answer (wireguard-go).
+   * - we win the tie: keep ours, do not answer; the peer answers ours and we settle on it.
+   * - we lose: answer, and keep ours in flight for a peer that will not answer it (wireguard-go,
+   *   which forgets its own; then ours completes and both settle on it). Should the winner's
+   *   session be confirmed first, the response to ours is superseded (receiveHandshake).
+   * Returns whether to answer.
+   */
+  private crossedInitiation(peer: Peer): boolean {
+    const hs = peer.handshake;
+    if (this.now() - peer.lastInitiationSentMs >= CROSSING_WINDOW_MS) {
+      this.releaseHandshakeIndex(peer);
+      hs.dropPendingInitiation();
+      return true;
+    }
+    if (peer.initiationWins) {
+      hs.restorePendingInitiation();
+      this.log.debug(`device: crossed initiation not answered, ours wins peer=${peer.keyText}`);
+      return false;
+    }
+    this.log.debug(`device: crossed initiation answered, ours kept peer=${peer.keyText}`);
+    return true;
   }
 
   /** I4: a cookie reply to one of our handshake messages. */
@@ -1455,15 +1511,25 @@ export class Device implements PacketEngine {
   }
 
   /** Session facts for one peer (tests and diagnostics): which keypairs exist, counters. */
-  sessionInfo(publicKey: string): { current: boolean; next: boolean; previous: boolean; sendCounter: number; staged: number } | null {
+  sessionInfo(publicKey: string): {
+    current: boolean;
+    next: boolean;
+    previous: boolean;
+    sendCounter: number;
+    staged: number;
+    /** The current keypair's receiver indices (ours, the peer's): two ends of one session mirror them. */
+    currentIndices: [number, number] | null;
+  } | null {
     const peer = this.peers.get(publicKey);
     if (peer === undefined) return null;
+    const kp = peer.current;
     return {
-      current: peer.current !== null,
+      current: kp !== null,
       next: peer.next !== null,
       previous: peer.previous !== null,
-      sendCounter: peer.current?.sendCounter ?? 0,
+      sendCounter: kp?.sendCounter ?? 0,
       staged: peer.staged.length,
+      currentIndices: kp === null ? null : [kp.localIndex, kp.remoteIndex],
     };
   }
 }

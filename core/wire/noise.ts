@@ -7,6 +7,14 @@
  * Consuming a message is two-phase: everything is computed into temporaries and written to the
  * peer's Handshake only once the whole message authenticated, so a rejected message (a flipped
  * bit, a replayed timestamp) leaves no trace. A Handshake holds one peer's in-flight state.
+ *
+ * Simultaneous initiation: when the peer's initiation arrives while ours is unanswered, consuming
+ * it must not forget ours (wireguard-go forgets it, so when both sides initiate at once both
+ * responses die as unknown receivers and the two only meet at the REKEY_TIMEOUT retry).
+ * consumeInitiation sets ours aside (`pendingInitiation`); deriveSession puts it back, marked
+ * `crossed`, once the responder session is derived, so the response to ours still completes;
+ * `restorePendingInitiation` puts it back without answering. Which side answers and which
+ * session both settle on is the Device's business (`initiationWins`). The wire is unchanged.
  */
 import { WaygateError } from "../errors.ts";
 import {
@@ -45,6 +53,14 @@ export type HandshakeRejection = "handshake-invalid" | "unknown-peer" | "stale-t
 const ZERO_NONCE = new Uint8Array(12);
 const EMPTY = new Uint8Array(0);
 
+/** Our unanswered initiation, set aside while we answer the peer's (see the module comment). */
+export interface PendingInitiation {
+  hash: Uint8Array;
+  chainKey: Uint8Array;
+  localEphemeral: Uint8Array;
+  localIndex: number;
+}
+
 /** One peer's handshake state (wireguard-go's Handshake). */
 export class Handshake {
   phase: HandshakePhase = "zeroed";
@@ -57,6 +73,10 @@ export class Handshake {
   /** The greatest TAI64N timestamp accepted from this peer: older or equal ones are replays. */
   lastTimestamp: Uint8Array = new Uint8Array(TIMESTAMP_SIZE);
   lastInitiationConsumedMs = Number.NEGATIVE_INFINITY;
+  /** Our own initiation, kept while the responder flow uses the fields above; null when none. */
+  pendingInitiation: PendingInitiation | null = null;
+  /** True while our initiation is one that crossed an initiation from the peer (we answered it). */
+  crossed = false;
 
   constructor(
     readonly remoteStatic: Uint8Array,
@@ -72,6 +92,38 @@ export class Handshake {
     this.localEphemeral.fill(0);
     this.remoteEphemeral.fill(0);
     this.localIndex = 0;
+    this.crossed = false;
+    this.dropPendingInitiation();
+  }
+
+  /**
+   * Puts an initiation set aside back in flight (the consumed initiation, if any, is discarded);
+   * false when there is none.
+   */
+  restorePendingInitiation(): boolean {
+    const p = this.pendingInitiation;
+    if (p === null) return false;
+    this.pendingInitiation = null;
+    this.hash.fill(0);
+    this.chainKey.fill(0);
+    this.localEphemeral.fill(0);
+    this.remoteEphemeral.fill(0);
+    this.hash = p.hash;
+    this.chainKey = p.chainKey;
+    this.localEphemeral = p.localEphemeral;
+    this.localIndex = p.localIndex;
+    this.phase = "initiation-created";
+    return true;
+  }
+
+  /** Forgets (and zeroes) an initiation set aside. */
+  dropPendingInitiation(): void {
+    const p = this.pendingInitiation;
+    if (p === null) return;
+    p.hash.fill(0);
+    p.chainKey.fill(0);
+    p.localEphemeral.fill(0);
+    this.pendingInitiation = null;
   }
 }
 
@@ -165,6 +217,8 @@ export class Noise {
     msg.set(encTimestamp, IO.timestamp);
     hash = c.hash(hash, encTimestamp);
 
+    hs.dropPendingInitiation();
+    hs.crossed = false;
     hs.hash = hash;
     hs.chainKey = chainKey;
     hs.localEphemeral = ephemeral;
@@ -209,6 +263,12 @@ export class Noise {
     const now = this.now();
     if (now - hs.lastInitiationConsumedMs <= HANDSHAKE_INITIATION_RATE_MS) return { ok: false, reason: "handshake-flood" };
 
+    if (hs.phase === "initiation-created") {
+      // Ours is still unanswered: set it aside rather than overwrite it (a later one replaces it).
+      hs.dropPendingInitiation();
+      hs.pendingInitiation = { hash: hs.hash, chainKey: hs.chainKey, localEphemeral: hs.localEphemeral, localIndex: hs.localIndex };
+      hs.localEphemeral = new Uint8Array(32);
+    }
     hs.hash = hash;
     hs.chainKey = chainKey;
     hs.remoteIndex = new DataView(msg.buffer, msg.byteOffset).getUint32(IO.sender, true);
@@ -303,8 +363,20 @@ export class Noise {
       throw new HandshakeError(`invalid state for key derivation: ${hs.phase}`);
     }
     const keys = { sendKey, recvKey, isInitiator, localIndex: hs.localIndex, remoteIndex: hs.remoteIndex };
-    hs.clear();
+    // We answered the peer's initiation while ours was in flight: ours can still complete.
+    if (hs.restorePendingInitiation()) hs.crossed = true;
+    else hs.clear();
     return keys;
+  }
+
+  /**
+   * Tie-break for crossed initiations, the same answer on both sides: ours wins when our static
+   * public key is the greater (bytewise).
+   */
+  initiationWins(remoteStatic: Uint8Array): boolean {
+    const a = this.publicKey;
+    for (let i = 0; i < 32; i++) if (a[i] !== remoteStatic[i]) return a[i]! > remoteStatic[i]!;
+    return false;
   }
 
   /** True when `key` is our own public key (a peer must not be ourselves). */

@@ -143,6 +143,53 @@ describe("handshake between two instances", () => {
     expect(p.responder.consumeInitiation(init, () => null)).toEqual({ ok: false, reason: "unknown-peer" });
   });
 
+  test("crossed initiations: answering the peer's keeps ours, and both handshakes complete", () => {
+    const p = pair(7);
+    const lookupI = (key: Uint8Array) => (hex(key) === hex(p.responder.publicKey) ? p.hsI : null);
+    const initI = p.initiator.createInitiation(p.hsI, 0x1111);
+    const initR = p.responder.createInitiation(p.hsR, 0x2222);
+    expect([p.initiator.initiationWins(p.responder.publicKey), p.responder.initiationWins(p.initiator.publicKey)].sort()).toEqual([false, true]);
+    // Each consumes the other's while its own is in flight, answers, derives its responder keys.
+    expect(p.initiator.consumeInitiation(initR, lookupI).ok).toBe(true);
+    expect(p.responder.consumeInitiation(initI, p.lookupR).ok).toBe(true);
+    const respI = p.initiator.createResponse(p.hsI, 0x3333);
+    const respR = p.responder.createResponse(p.hsR, 0x4444);
+    const rI = p.initiator.deriveSession(p.hsI);
+    const rR = p.responder.deriveSession(p.hsR);
+    expect([rI.isInitiator, rR.isInitiator]).toEqual([false, false]);
+    // Our initiation is back in flight, marked crossed, under its own index.
+    for (const [hs, index] of [
+      [p.hsI, 0x1111],
+      [p.hsR, 0x2222],
+    ] as const) {
+      expect([hs.phase, hs.localIndex, hs.crossed, hs.pendingInitiation]).toEqual(["initiation-created", index, true, null]);
+    }
+    // The responses complete both: four keypairs, pairwise mirrored.
+    expect(p.initiator.consumeResponse(p.hsI, respR)).toBeNull();
+    expect(p.responder.consumeResponse(p.hsR, respI)).toBeNull();
+    const iI = p.initiator.deriveSession(p.hsI);
+    const iR = p.responder.deriveSession(p.hsR);
+    expect([iI.isInitiator, iR.isInitiator]).toEqual([true, true]);
+    expect(hex(iI.sendKey)).toBe(hex(rR.recvKey));
+    expect(hex(iI.recvKey)).toBe(hex(rR.sendKey));
+    expect(hex(iR.sendKey)).toBe(hex(rI.recvKey));
+    expect([iI.localIndex, iI.remoteIndex, rR.localIndex, rR.remoteIndex]).toEqual([0x1111, 0x4444, 0x4444, 0x1111]);
+    expect([p.hsI.phase, p.hsI.crossed, p.hsR.phase]).toEqual(["zeroed", false, "zeroed"]);
+  });
+
+  test("a new initiation replaces one set aside; clear() forgets it", () => {
+    const p = pair(8);
+    const lookupI = (key: Uint8Array) => (hex(key) === hex(p.responder.publicKey) ? p.hsI : null);
+    p.initiator.createInitiation(p.hsI, 1);
+    const initR = p.responder.createInitiation(p.hsR, 2);
+    expect(p.initiator.consumeInitiation(initR, lookupI).ok).toBe(true);
+    expect(p.hsI.pendingInitiation?.localIndex).toBe(1);
+    const stashed = p.hsI.pendingInitiation!.localEphemeral;
+    p.hsI.clear();
+    expect([p.hsI.pendingInitiation, p.hsI.phase]).toEqual([null, "zeroed"]);
+    expect(hex(stashed)).toBe("0".repeat(64)); // zeroed, not just dropped
+  });
+
   test("a response in the wrong state is rejected", () => {
     const p = pair(6);
     const init = p.initiator.createInitiation(p.hsI, 1);
