@@ -87,5 +87,12 @@ export async function runCli(rawArgs: string[]): Promise<number> {
 
 if (import.meta.main) {
   // No top-level await: the compiled binary is built with --bytecode, which wants CommonJS.
-  runCli(process.argv.slice(2)).then((code) => process.exit(code));
+  void runCli(process.argv.slice(2)).then((code) => {
+    // Exit by letting the event loop end, not process.exit(): a pending write to a slow pipe
+    // (`waygate status --json | jq`) keeps the loop alive until it is flushed, where
+    // process.exit() would cut the output at 64 KB. A handle some library left open must not
+    // keep a finished command alive, hence the unref'd fallback.
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), 5_000).unref();
+  });
 }

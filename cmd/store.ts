@@ -96,7 +96,7 @@ const show = defineCommand({
     const path = args.db ?? defaultDbPath(process.env, process.getuid?.() ?? 0, homedir());
     if (!existsSync(path)) throw new StoreMissingError(path);
     const snap = await storeSnapshot(path);
-    console.log(args.json ? JSON.stringify(snap, null, 2) : renderText(snap));
+    process.stdout.write(`${args.json ? JSON.stringify(snap, null, 2) : renderText(snap)}\n`);
   },
 });
 
