@@ -86,13 +86,40 @@ export async function runCli(rawArgs: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  const stdoutFlushed = trackPendingWrites(process.stdout);
+  const stderrFlushed = trackPendingWrites(process.stderr);
   // No top-level await: the compiled binary is built with --bytecode, which wants CommonJS.
-  void runCli(process.argv.slice(2)).then((code) => {
-    // Exit by letting the event loop end, not process.exit(): a pending write to a slow pipe
-    // (`waygate status --json | jq`) keeps the loop alive until it is flushed, where
-    // process.exit() would cut the output at 64 KB. A handle some library left open must not
-    // keep a finished command alive, hence the unref'd fallback.
-    process.exitCode = code;
-    setTimeout(() => process.exit(code), 5_000).unref();
+  void runCli(process.argv.slice(2)).then(async (code) => {
+    await stdoutFlushed();
+    await stderrFlushed();
+    process.exit(code);
   });
+}
+
+/**
+ * process.exit() right after a large write to a slow pipe (`waygate status --json | jq`) cuts
+ * the output at 64 KB. Remember whether the last write was left queued (write() returned false)
+ * and, before exiting, wait for that stream's 'drain' (or its end: a closed pipe drains nothing).
+ * Exiting explicitly, not by letting the event loop end, because a long-running command (run,
+ * serve, up) may leave harmless handles behind that must not delay its exit.
+ */
+function trackPendingWrites(stream: NodeJS.WriteStream): () => Promise<void> {
+  let pending = false;
+  const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+  stream.write = ((...args: unknown[]) => {
+    const ok = write(...args);
+    if (!ok) pending = true;
+    return ok;
+  }) as typeof stream.write;
+  stream.on("drain", () => {
+    pending = false;
+  });
+  return () =>
+    pending
+      ? new Promise<void>((resolve) => {
+          stream.once("drain", resolve);
+          stream.once("error", resolve);
+          stream.once("close", resolve);
+        })
+      : Promise.resolve();
 }
