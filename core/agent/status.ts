@@ -13,9 +13,16 @@
  * Link RTT is not measured by the Device yet, so it is null ("-").
  * `dns` (optional) is filled in by the running agent's DNS service (platform/linux/agent-dns.ts):
  * where the stub listens, its zone, where it forwards, and the gateway forwarder's upstreams.
+ * `failover` (optional, the running agent: platform/linux/agent-failover.ts) has one block per routed
+ * subnet: the active gateway, the candidates with their data-path health (up, down, unknown,
+ * withdrawn), RTT, priority and drain, and the last switch with its reason and time; `upstream`
+ * (a gateway) is what it reports about its own LANs. Text: a `Subnet:` block per routed subnet
+ * before the peers.
  */
 import type { DeviceStats, DropCounts, PeerStats } from "../dataplane/device.ts";
+import type { UpstreamStatus } from "../failover/upstream.ts";
 import type { NetMap, NetMapGatewaySubnet } from "../policy/netmap.ts";
+import type { FailoverCandidateView, SubnetFailoverStatus } from "./failover-config.ts";
 import type { SyncState } from "./client.ts";
 import type { PublicIdentity } from "./state.ts";
 
@@ -104,6 +111,10 @@ export interface AgentStatus {
   drops: DropCounts;
   /** Absent when the agent runs without DNS (or is not running). */
   dns?: DnsStatus | null;
+  /** Per routed subnet: gateway choice and health (the running agent; absent from disk). */
+  failover?: SubnetFailoverStatus[];
+  /** A gateway's own subnets: can it still reach them (withdrawn ones are reported to clients)? */
+  upstream?: UpstreamStatus[];
 }
 
 export interface StatusInput {
@@ -257,6 +268,50 @@ function dnsRows(d: DnsStatus): [string, string | string[]][] {
   ];
 }
 
+const CANDIDATE_STATE: Record<FailoverCandidateView["state"], string> = {
+  up: "up",
+  down: "down (probes unanswered)",
+  unknown: "unknown (no answer yet)",
+  withdrawn: "withdrawn (cannot reach the subnet)",
+};
+
+function gatewayName(id: string | null, candidates: readonly FailoverCandidateView[]): string {
+  if (id === null) return "none";
+  const name = candidates.find((c) => c.id === id)?.name ?? "";
+  return name !== "" && name !== id ? `${id} (${name})` : id;
+}
+
+function candidateText(c: FailoverCandidateView, active: string | null): string {
+  const parts = [CANDIDATE_STATE[c.state]];
+  if (c.rttMs !== null) parts.push(`RTT ${c.rttMs} ms`);
+  parts.push(`priority ${c.priority}`);
+  if (c.draining) parts.push("draining");
+  if (!c.own) parts.push("inherited from a covering route");
+  if (c.id === active) parts.push("active");
+  return `${gatewayName(c.id, [c])}: ${parts.join(", ")}`;
+}
+
+/** One `Subnet:` block of `waygate status`. */
+export function failoverRows(f: SubnetFailoverStatus, now: number): [string, string | string[]][] {
+  let active: string;
+  if (f.active !== null) active = gatewayName(f.active, f.candidates);
+  else if (f.effective.gateway !== null) active = `none (carried by ${gatewayName(f.effective.gateway, f.candidates)} for ${f.effective.via})`;
+  else active = "none: no healthy gateway (packets are dropped and counted, never sent outside the tunnel)";
+  const last = f.lastSwitch;
+  return [
+    ["Active gateway", active],
+    ["Candidates", f.candidates.map((c) => candidateText(c, f.active))],
+    [
+      "Last switch",
+      last === null ? "none" : `${gatewayName(last.from, f.candidates)} -> ${gatewayName(last.to, f.candidates)} (${last.reason}), ${formatAgo(last.at, now)}`,
+    ],
+  ];
+}
+
+function upstreamText(u: UpstreamStatus): string {
+  return `${u.prefix} on ${u.interface}: ${u.withdrawn ? `withdrawn (${u.reason ?? "unreachable"})` : "reachable"}${u.hosts.length > 0 ? `, hosts ${u.hosts.join(", ")}` : ""}`;
+}
+
 /** The text `waygate status` prints. */
 export function renderStatus(s: AgentStatus): string {
   const self = s.self;
@@ -281,11 +336,16 @@ export function renderStatus(s: AgentStatus): string {
         ...(self.active === false ? [["State", "inactive (disabled or awaiting approval): no peers"] as [string, string]] : []),
         ...(self.gateway ? [["Gateway for", self.gateway.subnets.map((g) => `${g.prefix}${g.nat ? " (NAT)" : ""}${g.draining ? " (draining)" : ""}`)] as [string, string[]]] : []),
         ...(self.discoveredSubnets.length > 0 ? [["Local subnets", self.discoveredSubnets] as [string, string[]]] : []),
+        ...(s.upstream && s.upstream.length > 0 ? [["Upstream", s.upstream.map(upstreamText)] as [string, string[]]] : []),
         ...(s.dns ? dnsRows(s.dns) : []),
       ],
       "",
     ),
   );
+  for (const f of s.failover ?? []) {
+    lines.push("", `Subnet: ${f.prefix}`);
+    lines.push(...block(failoverRows(f, s.now), "   "));
+  }
   if (s.peers.length === 0) {
     lines.push("", "No peers.");
   }

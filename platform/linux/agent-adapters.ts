@@ -19,8 +19,16 @@
  *      With `dns`, the DNS service (platform/linux/agent-dns.ts: stub on the virtual address and
  *      loopback, the gateway forwarder, systemd-resolved registration) is another hook, and its
  *      state is part of `waygate status`;
- *   4. stop(): agent loops, control socket, gateway role, DNS, routes (router.set(null)), host (the TUN and its
- *      addresses vanish with it). Idempotent.
+ *      Failover (platform/linux/agent-failover.ts) is the first hook: the Device chooses a gateway
+ *      per routed prefix (probes through the tunnel, in the packet Worker) before the Router puts
+ *      the prefix on the TUN; the OS routes never follow health (fail closed). Its status is part
+ *      of `waygate status`, and DNS forwards to the gateway it chose (`activeGatewayFor`).
+ *      With `reportUnhealthySubnets`, the gateway role's unreachable subnets ride on every report
+ *      and a change sends one at once (off by default: see the option);
+ *   4. stop(): on a gateway, first every subnet is withdrawn in probe replies and the data plane
+ *      kept up `stopGraceMs` (500 ms) so clients move away first (SIGTERM; a SIGKILL is found by
+ *      the clients' probes); then agent loops, control socket, gateway role, DNS, routes
+ *      (router.set(null)), host (the TUN and its addresses vanish with it). Idempotent.
  *
  * `startLinuxStandalone` is the agent half of `waygate serve --standalone`: core/agent/standalone.ts
  * with these Linux adapters.
@@ -42,6 +50,8 @@ import type { TimerConfig } from "../../core/wire/timers.ts";
 import { execRunner } from "../exec.ts";
 import { type AgentDns, type AgentDnsConfig, startAgentDns } from "./agent-dns.ts";
 import { type ControlServer, listenControl } from "./control.ts";
+import { type AgentFailover, startAgentFailover } from "./agent-failover.ts";
+import { type FailoverSettings, parseFailoverSettings, parseUpstreamHosts } from "../../core/agent/failover-config.ts";
 import { clientRouterHook, type FirewallSetting, type GatewayRole, startGatewayRole } from "./agent-gateway.ts";
 import type { DeviceEngineConfig } from "./device-engine.ts";
 import { discoverSubnets } from "./discover.ts";
@@ -105,7 +115,24 @@ export interface LinuxAgentOptions {
   failClosed?: boolean;
   /** Run the DNS stub (and, on a gateway, the forwarder); absent: no DNS. */
   dns?: AgentDnsConfig;
+  /** Client failover knobs (preempt, probe timing); default: no preempt, 200 ms probes, 3 misses. */
+  failover?: FailoverSettings;
+  /** Gateway role: hosts to probe per served subnet (default: link state only). */
+  upstreamHosts?: Readonly<Record<string, readonly string[]>>;
+  /** Gateway role: how long the data plane stays up after withdrawing, on a graceful stop (default 500 ms). */
+  stopGraceMs?: number;
+  /**
+   * Gateway role: also report unreachable subnets to the control plane (AgentReport.unhealthySubnets).
+   * Off by default: the control plane then leaves such a subnet out of every NetMap, and when every
+   * gateway of a subnet reports it, clients lose the route and their Router takes it off the TUN,
+   * so their traffic to it would follow the local default route (fail open). Clients learn a
+   * withdrawal in-band anyway (every client routing a subnet probes all its gateways). Turn on once
+   * the compiler keeps unhealthy subnets as withdrawn routes.
+   */
+  reportUnhealthySubnets?: boolean;
 }
+
+export const DEFAULT_STOP_GRACE_MS = 500;
 
 export interface RunningAgent {
   readonly agent: Agent;
@@ -131,6 +158,7 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
   let router: ReturnType<typeof linuxRouter> | null = null;
   let gateway: GatewayRole | null = null;
   let dns: AgentDns | null = null;
+  let failover: AgentFailover | null = null;
   let stopping: Promise<void> | null = null;
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => {
@@ -142,7 +170,14 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     {
       show: async () => {
         if (agent === null) throw new Error("the agent is starting");
-        return dns === null ? agent.status() : { ...(await agent.status()), dns: dns.status() };
+        const [status, routes] = await Promise.all([agent.status(), failover?.refresh() ?? null]);
+        const upstream = gateway?.status().upstream ?? [];
+        return {
+          ...status,
+          ...(dns !== null ? { dns: dns.status() } : {}),
+          failover: routes ?? [],
+          ...(upstream.length > 0 ? { upstream } : {}),
+        };
       },
       down: () => stop(),
     },
@@ -151,6 +186,10 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      // U3 (agent-gateway.ts): clients move away while this data plane still answers them.
+      const leaving = gateway?.withdrawAll() ?? 0;
+      if (leaving > 0 && host !== null) await Bun.sleep(o.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
+      failover?.stop();
       await agent?.stop().catch((err: unknown) => logger.warn(`agent: stop error=${String(err)}`));
       control.close();
       await gateway?.stop().catch((err: unknown) => logger.warn(`gateway: cleanup failed error=${String(err)}`));
@@ -164,12 +203,16 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
   };
 
   try {
+    const failoverSettings = parseFailoverSettings(o.failover ?? {});
+    const upstreamHosts = parseUpstreamHosts(o.upstreamHosts);
     const engineConfig: DeviceEngineConfig = {
       privateKey: identity.privateKey,
       peers: [],
       mtu: DEFAULT_AGENT_MTU,
       forceNoble: o.forceNoble === true,
       ...(o.timers ? { timers: o.timers } : {}),
+      ...(address.family === 4 ? { probeSource: address.text } : {}),
+      failover: failoverSettings,
     };
     host = await startHost(
       {
@@ -183,6 +226,8 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     );
     const h = host;
     const hooks = [...(o.hooks ?? [])];
+    const fo = startAgentFailover({ engineControl: (m) => h.control(m), engineStats: async () => (await h.stats()).engine, logger });
+    failover = fo;
     if (o.routes !== false) {
       const tunnel = { interfaceName: h.tunName, addresses: [`${address.text}/${network.length}`] };
       router = linuxRouter({ runner, logger, tunnel });
@@ -197,19 +242,44 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
         }),
       );
     }
+    // The Device selects a gateway before the OS routes a prefix to the TUN.
+    hooks.unshift(fo.hook);
     if (o.firewall !== false) {
-      gateway = await startGatewayRole({ runner, logger, stateDir: o.stateDir, tunnelInterface: h.tunName, engineControl: (m) => h.control(m), firewall: o.firewall ?? "auto" });
+      gateway = await startGatewayRole({
+        runner,
+        logger,
+        stateDir: o.stateDir,
+        tunnelInterface: h.tunName,
+        engineControl: (m) => h.control(m),
+        firewall: o.firewall ?? "auto",
+        upstreamHosts,
+        // U2: the control plane learns at once, not at the next periodic report.
+        ...(o.reportUnhealthySubnets === true ? { onUnhealthyChange: () => void agent?.reportNow(true) } : {}),
+      });
       hooks.push(gateway.hook);
     }
     if (o.dns !== undefined) {
-      dns = await startAgentDns({ ...o.dns, virtualAddress: address.text, interfaceName: h.tunName, logger, runner, now: () => Date.now() });
+      dns = await startAgentDns({
+        ...o.dns,
+        activeGatewayFor: o.dns.activeGatewayFor ?? fo.activeGatewayFor,
+        virtualAddress: address.text,
+        interfaceName: h.tunName,
+        logger,
+        runner,
+        now: () => Date.now(),
+      });
       hooks.push(dns.hook);
     }
     const client = new ControlClient({ serverUrl: e.serverUrl, fetch: o.fetch ?? ((u, i) => fetch(u, i)), logger, signer: agentSigner(identity) });
+    const role = o.reportUnhealthySubnets === true ? gateway : null;
     agent = new Agent({
       identity,
       stateDir: o.stateDir,
-      client,
+      client: {
+        stream: (options) => client.stream(options),
+        // Gateways: the subnets they cannot reach (withdrawn until reported healthy again).
+        report: (report) => client.report(role !== null ? { ...report, unhealthySubnets: role.unhealthy() } : report),
+      },
       dataplane: {
         setPeers: (peers) => h.control({ type: "setPeers", peers }),
         stats: async () => ((await h.stats()).engine as DeviceStats | null) ?? null,

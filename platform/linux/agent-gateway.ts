@@ -29,6 +29,25 @@
  * other backends cleaned at once; the chosen backend's leftovers are reconciled by the first set()
  * or removed by the first NetMap without the role.
  *
+ * Upstream health (failover's gateway side, core/failover/upstream.ts): every served subnet the
+ * firewall placed is watched through the interface it was placed on (link state from sysfs every
+ * 200 ms, and `upstreamHosts[prefix]` TCP probes when configured: platform/linux/upstream.ts).
+ *   U1 in-band   the Device's health report (engine `health` message, sent only when it changes):
+ *                `withdrawn` = unreachable subnets plus subnets held back (below); `draining` when
+ *                every served subnet drains (`waygate gateways drain`; a drain of some subnets only
+ *                reaches clients through their NetMap's per-route flag, since the in-band flag is
+ *                per gateway) or the gateway is leaving. Clients act on the next probe reply.
+ *   U2 report    when the agent is asked to (agent-adapters.ts `reportUnhealthySubnets`, off by
+ *                default: it can fail open), the unreachable subnets also go to the control plane
+ *                (AgentReport.unhealthySubnets; `onUnhealthyChange` lets the agent send a report at
+ *                once), so the admin sees them and NetMaps follow. The control plane then leaves such a
+ *                subnet out of every NetMap, ours included: it is *held*, i.e. still watched on its
+ *                last interface and withdrawn in-band, until it is reachable again (reported healthy,
+ *                so it comes back) and the NetMap lists it again (or a minute passes: removed for good).
+ *                An interface that goes down is no longer discovered, so the last placement is kept.
+ *   U3 leave     `withdrawAll()` before a graceful stop: every subnet withdrawn and draining in-band;
+ *                the caller keeps the data plane up ~500 ms so clients move before the teardown.
+ *
  * Client (`clientRouterHook`): the Router (platform/linux/router.ts) from `routerConfig`: the
  * granted prefixes on the TUN, the control plane and peer endpoints as bypass host routes (only
  * where a tunnel route, e.g. the default route, would capture them), allowLanAccess and
@@ -50,11 +69,13 @@ import {
   urlHostAddress,
   type RoutedSubnet,
 } from "../../core/agent/gateway-config.ts";
+import { upstreamSubnets } from "../../core/agent/failover-config.ts";
 import { writeFileAtomic } from "../../core/agent/state.ts";
 import { GatewayFilter } from "../../core/dataplane/filter.ts";
 import type { GatewayConfig } from "../../core/dataplane/gateway.ts";
 import { WaygateError } from "../../core/errors.ts";
 import { type FirewallConfig, watchFirewall } from "../../core/firewall/firewall.ts";
+import { type UpstreamChecks, type UpstreamStatus, type UpstreamSubnet, UpstreamMonitor } from "../../core/failover/upstream.ts";
 import type { Logger } from "../../core/log.ts";
 import type { NetMap } from "../../core/policy/netmap.ts";
 import type { Router, TunnelId } from "../../core/router/router.ts";
@@ -63,9 +84,12 @@ import type { DeviceEngineControl } from "./device-engine.ts";
 import { parseIpAddrJson } from "./discover.ts";
 import { createLinuxFirewall, type LinuxFirewall } from "./firewall/index.ts";
 import { enableForwarding, type ForwardingSnapshot, IPV4_FORWARD, readSysctl, restoreForwarding } from "./sysctl.ts";
+import { linuxUpstreamChecks } from "./upstream.ts";
 
 export const FORWARDING_FILE = "forwarding.json";
 export const DEFAULT_WATCHDOG_MS = 2000;
+/** How long a subnet left out of our NetMap is still watched after it became reachable again. */
+export const HELD_SUBNET_MS = 60_000;
 
 export type { FirewallSetting };
 
@@ -189,6 +213,14 @@ export interface GatewayRoleOptions {
   /** How often the watchdog verifies our rules (default 2000 ms). */
   watchdogIntervalMs?: number;
   now?: () => number;
+  /** Hosts to probe per served subnet ("172.26.0.10", "172.26.0.10:443"); absent: link state only. */
+  upstreamHosts?: Readonly<Record<string, readonly string[]>>;
+  /** The upstream checks (default: sysfs link state and TCP probes, platform/linux/upstream.ts). */
+  upstreamChecks?: UpstreamChecks;
+  /** Upstream check interval (default 200 ms, the clients' probe interval). */
+  upstreamIntervalMs?: number;
+  /** The unreachable subnets changed (the agent reports them to the control plane at once). */
+  onUnhealthyChange?(unhealthy: string[]): void;
 }
 
 export interface GatewayRoleStatus {
@@ -197,12 +229,24 @@ export interface GatewayRoleStatus {
   reason: string | null;
   subnets: FirewallConfig["subnets"];
   forwardingPrevious: ForwardingSnapshot | null;
+  /** Served subnets' upstream state (withdrawn ones included, held ones too). */
+  upstream: UpstreamStatus[];
+  /** What probe replies report now. */
+  health: { withdrawn: string[]; draining: boolean };
 }
 
 export interface GatewayRole {
   /** The onNetMap hook. */
   readonly hook: NetMapHook;
   status(): GatewayRoleStatus;
+  /** Subnets whose upstream is unreachable now (AgentReport.unhealthySubnets). */
+  unhealthy(): string[];
+  /**
+   * Before a graceful stop: every served subnet withdrawn (and draining) in probe replies, so
+   * clients move away while the data plane still runs. Returns how many subnets were withdrawn
+   * (0: not a gateway, no need to wait).
+   */
+  withdrawAll(): number;
   /** Removes everything the role put into the OS; idempotent. */
   stop(): Promise<void>;
 }
@@ -224,7 +268,96 @@ export async function startGatewayRole(o: GatewayRoleOptions): Promise<GatewayRo
   let stopWatchdog: (() => void) | null = null;
   let active = false;
   let stopped = false;
+  let leaving = false;
   let lastSummary = "";
+  // Upstream health (U1-U3 in the module comment).
+  let served: string[] = [];
+  let drainingAll = false;
+  /** Subnets left out of our NetMap while withdrawn: watched on, withdrawn in-band. */
+  const held = new Map<string, { subnet: UpstreamSubnet; healthySince: number | null }>();
+  /** The interface each subnet was last placed on (a down interface is not discovered). */
+  const placedOn = new Map<string, string>();
+  let healthJson = JSON.stringify({ withdrawn: [], draining: false });
+  let healthNow = { withdrawn: [] as string[], draining: false };
+  let unhealthyNow: string[] = [];
+  let upstreamTimer: ReturnType<typeof setTimeout> | null = null;
+  const monitor = new UpstreamMonitor({
+    now,
+    logger,
+    checks: o.upstreamChecks ?? linuxUpstreamChecks(),
+    ...(o.upstreamIntervalMs !== undefined ? { intervalMs: o.upstreamIntervalMs } : {}),
+    onChange: () => publish(),
+  });
+  const publish = (): void => {
+    // After stop() the report stays as withdrawAll() left it (the Device goes away with the host).
+    if (stopped) return;
+    const lost = monitor.withdrawn();
+    const inBand = leaving ? [...new Set([...served, ...held.keys()])].sort() : [...new Set([...lost, ...held.keys()])].sort();
+    const health = { withdrawn: inBand, draining: leaving || drainingAll };
+    const json = JSON.stringify(health);
+    if (json !== healthJson) {
+      healthJson = json;
+      healthNow = health;
+      try {
+        o.engineControl({ type: "health", ...health });
+      } catch (err) {
+        logger.warn(`gateway: health report failed error=${JSON.stringify(String(err))}`);
+      }
+    }
+    if (!leaving && lost.join(",") !== unhealthyNow.join(",")) {
+      unhealthyNow = lost; // each change is logged once, per subnet, by the monitor (`upstream: ...`)
+      o.onUnhealthyChange?.(lost);
+    }
+  };
+  const scheduleUpstream = (): void => {
+    if (upstreamTimer !== null || stopped) return;
+    const due = monitor.nextTickInMs();
+    if (!Number.isFinite(due)) return;
+    upstreamTimer = setTimeout(() => {
+      upstreamTimer = null;
+      if (stopped) return;
+      monitor.tick();
+      expireHeld();
+      scheduleUpstream();
+    }, due);
+  };
+  const expireHeld = (): void => {
+    const lost = new Set(monitor.withdrawn());
+    let changed = false;
+    for (const [prefix, h] of held) {
+      if (lost.has(prefix)) h.healthySince = null;
+      else if (h.healthySince === null) h.healthySince = now();
+      else if (now() - h.healthySince >= HELD_SUBNET_MS) {
+        held.delete(prefix);
+        changed = true;
+      }
+    }
+    if (changed) watch();
+  };
+  /** The monitor's subnets: the NetMap's placed ones plus the held ones. */
+  let lastPlaced: UpstreamSubnet[] = [];
+  const watch = (placed: UpstreamSubnet[] = lastPlaced): void => {
+    lastPlaced = placed;
+    const list = [...placed, ...[...held.values()].map((h) => h.subnet)];
+    try {
+      monitor.setSubnets(list);
+    } catch (err) {
+      logger.error(`gateway: upstream monitor not set error=${JSON.stringify((err as Error).message)}`);
+    }
+    publish();
+    scheduleUpstream();
+  };
+  /** Stops watching; the monitor's change resets the report unless stop() is under way. */
+  const stopUpstream = (): void => {
+    if (upstreamTimer !== null) clearTimeout(upstreamTimer);
+    upstreamTimer = null;
+    held.clear();
+    served = [];
+    drainingAll = false;
+    lastPlaced = [];
+    monitor.setSubnets([]);
+    publish();
+  };
   let chain: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const run = chain.then(f);
@@ -278,6 +411,20 @@ export async function startGatewayRole(o: GatewayRoleOptions): Promise<GatewayRo
     // G5 forward
     await enableForwarding({ ipv4: true, ipv6: false }, { runner, logger, remembered: evidence.previous });
     active = true;
+    // Upstream health: watch what is served now, hold what the control plane took away while withdrawn.
+    const subnets = netmap.self.gateway!.subnets;
+    served = subnets.map((x) => x.prefix);
+    drainingAll = subnets.length > 0 && subnets.every((x) => x.draining);
+    const upstream = upstreamSubnets(plan.config.subnets, plan.skipped, placedOn, o.upstreamHosts);
+    const listed = new Set(upstream.map((u) => u.prefix));
+    const withdrawnNow = new Set(monitor.withdrawn());
+    for (const prev of monitor.status()) {
+      if (listed.has(prev.prefix) || held.has(prev.prefix) || !withdrawnNow.has(prev.prefix)) continue;
+      held.set(prev.prefix, { subnet: { prefix: prev.prefix, interface: prev.interface, hosts: prev.hosts }, healthySince: null });
+      logger.info(`gateway: subnet=${prev.prefix} held reason=withdrawn-and-left-netmap`);
+    }
+    for (const prefix of [...held.keys()]) if (listed.has(prefix)) held.delete(prefix);
+    watch(upstream);
     // G6 watchdog
     stopWatchdog ??= watchFirewall(
       {
@@ -312,6 +459,7 @@ export async function startGatewayRole(o: GatewayRoleOptions): Promise<GatewayRo
   };
 
   const remove = async (why: string): Promise<void> => {
+    stopUpstream();
     if (!active && evidence === null && deviceJson === null) return;
     stopWatchdog?.();
     stopWatchdog = null;
@@ -354,7 +502,17 @@ export async function startGatewayRole(o: GatewayRoleOptions): Promise<GatewayRo
       reason: fw?.choice.reason ?? null,
       subnets: firewallConfigNow?.subnets ?? [],
       forwardingPrevious: evidence?.previous ?? null,
+      upstream: monitor.status(),
+      health: { withdrawn: [...healthNow.withdrawn], draining: healthNow.draining },
     }),
+    unhealthy: () => [...unhealthyNow],
+    withdrawAll: () => {
+      if (!active || leaving) return 0;
+      leaving = true;
+      publish();
+      logger.info(`gateway: leaving withdrawn=${healthNow.withdrawn.join(",") || "none"} draining=true`);
+      return healthNow.withdrawn.length;
+    },
     stop: () =>
       serial(async () => {
         stopped = true;

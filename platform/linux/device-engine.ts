@@ -12,7 +12,24 @@
  *   { type: "setGateway", gateway }             Device.setGateway: a GatewayConfig makes this device
  *                                               a gateway enforcing it, null turns that off (the agent's
  *                                               gateway role, platform/linux/agent-gateway.ts)
- * `stats()` returns the DeviceStats plus the crypto name; the host adds its own counters.
+ *   { type: "netmap", peers, routes }           the client's gateway routes (core/agent/failover-config.ts
+ *                                               failoverNetMapMessage): the first one creates the
+ *                                               DataPathFailover (core/failover/dataplane.ts) beside the
+ *                                               Device, as its route selector and probe listener; later
+ *                                               ones are applied only when they differ (idempotent anyway)
+ *   { type: "health", withdrawn, draining }     Device.setHealthReport: what this device's probe replies
+ *                                               say (a gateway's upstream monitor, agent-gateway.ts)
+ * `stats()` returns the DeviceStats plus the crypto name and, once failover runs, `failover`: the
+ * controller's per-prefix status (active, candidates with health, last switch) and the last
+ * switches. The agent polls it (platform/linux/agent-failover.ts): no message per packet or per
+ * switch; every switch is logged once here by the controller (`failover: prefix=... reason=...`).
+ *
+ * Ticks: the host calls tick() at the deadline it returns: the Device's timers and the failover's
+ * (probes every 200 ms, down deadlines), whichever is first, so detection adds no tick lag, and at
+ * least every 50 ms while failover has routes (received bytes count as "heard from" at the tick
+ * that sees them: coarser ticks would make a dead gateway look alive for longer). A
+ * `netmap` message ticks the failover at once (the host learns the new deadline at its next tick,
+ * at most 1 s later, the Device's MAX_TICK_MS).
  *
  * `timers` shortens WireGuard's constants (e2e rekey tests: `waygate up` reads the
  * WAYGATE_TEST_TIMERS environment variable and passes it here; the engine reads no environment).
@@ -22,7 +39,11 @@
 import { randomFillSync } from "node:crypto";
 import { Device, type DeviceStats, type PeerConfig } from "../../core/dataplane/device.ts";
 import type { GatewayConfig } from "../../core/dataplane/gateway.ts";
+import type { HealthReport } from "../../core/dataplane/probe.ts";
+import type { FailoverDecision, LookupResult, PrefixStatus } from "../../core/failover/controller.ts";
+import { DataPathFailover } from "../../core/failover/dataplane.ts";
 import type { Logger } from "../../core/log.ts";
+import type { NetMapRoute } from "../../core/policy/netmap.ts";
 import type { TimerConfig } from "../../core/wire/timers.ts";
 import { selectCrypto } from "../crypto/select.ts";
 import type { EngineDeps, EngineFactory, HostedEngine } from "./host.ts";
@@ -39,16 +60,37 @@ export interface DeviceEngineConfig {
   timers?: Partial<TimerConfig>;
   /** Handshake messages per second above which cookies are demanded (default 128). */
   underLoadHandshakesPerSecond?: number;
+  /** IPv4 source of failover probes: this system's virtual address (default 0.0.0.0). */
+  probeSource?: string;
+  /** Failover knobs (core/agent/failover-config.ts FailoverSettings, already checked). */
+  failover?: { preempt?: boolean; preemptHoldMs?: number; probeIntervalMs?: number; missedProbes?: number; recoverProbes?: number };
 }
 
 export type DeviceEngineControl =
   | { type: "setPeers"; peers: PeerConfig[] }
   | { type: "config"; peers: PeerConfig[] }
-  | { type: "setGateway"; gateway: GatewayConfig | null };
+  | { type: "setGateway"; gateway: GatewayConfig | null }
+  | { type: "netmap"; peers: { id: string; publicKey: string }[]; routes: NetMapRoute[] }
+  | { type: "health"; withdrawn: string[]; draining: boolean };
+
+/** The failover part of the engine's stats. */
+export interface EngineFailoverStats {
+  prefixes: PrefixStatus[];
+  /** Switches so far. */
+  switches: number;
+  /** The latest switches, oldest first (at most RECENT_DECISIONS). */
+  recent: FailoverDecision[];
+}
 
 export interface DeviceEngineStats extends DeviceStats {
   crypto: string;
+  /** Present once a `netmap` message started failover. */
+  failover?: EngineFailoverStats;
 }
+
+const RECENT_DECISIONS = 16;
+/** The failover's tick period at most, while it has routes (see `tick`). */
+const RX_OBSERVE_MS = 50;
 
 /** Prefixes every line with `engine:`-style tags unless the line already names its stage. */
 function tagged(logger: Logger, tag: string): Logger {
@@ -81,17 +123,92 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
     timers: config.timers,
     mtu: config.mtu,
     underLoadHandshakesPerSecond: config.underLoadHandshakesPerSecond,
+    ...(config.probeSource !== undefined ? { probeSource: config.probeSource } : {}),
   });
   if (config.timers && Object.keys(config.timers).length > 0) {
     logger.warn(`engine: timers=override values=${JSON.stringify(config.timers)} (tests only)`);
   }
   device.setPeers(config.peers);
+  let failover: DataPathFailover | null = null;
+  let netmapJson = "";
+  let switches = 0;
+  const recent: FailoverDecision[] = [];
+  /**
+   * Before a prefix's first working session (no decision yet) the controller has no gateway for
+   * it, and the Device would drop: the first packets of a fresh agent (a ping, a SYN) would be
+   * lost for the ~200 ms + handshake until the first probe answers. Until then the prefix's best
+   * candidate by (not draining, priority, key) carries it provisionally: its packets wait behind
+   * that gateway's handshake, as without failover. Still the tunnel, never the default route; once
+   * any decision is made for the prefix (the first answer: `initial`), the controller alone decides.
+   */
+  const provisional = new Map<string, LookupResult>();
+  const settled = new Set<string>();
+  const onDecision = (d: FailoverDecision): void => {
+    switches++;
+    recent.push(d);
+    if (recent.length > RECENT_DECISIONS) recent.shift();
+    settled.add(d.prefix);
+    provisional.delete(d.prefix);
+  };
+  const withProvisional = (r: LookupResult): LookupResult =>
+    r.gatewayId === null && r.prefix !== null && provisional.size > 0 ? (provisional.get(r.prefix) ?? r) : r;
+  const setProvisional = (peers: { id: string; publicKey: string }[], routes: NetMapRoute[]): void => {
+    provisional.clear();
+    const keyById = new Map(peers.map((p) => [p.id, p.publicKey]));
+    const best = new Map<string, NetMapRoute & { key: string }>();
+    for (const r of routes) {
+      const key = keyById.get(r.via);
+      if (key === undefined || settled.has(r.prefix)) continue;
+      const cur = best.get(r.prefix);
+      const rank = (x: NetMapRoute) => x.priority + (x.draining ? 1000 : 0);
+      if (cur === undefined || rank(r) < rank(cur) || (rank(r) === rank(cur) && key < cur.key)) best.set(r.prefix, { ...r, key });
+    }
+    for (const [prefix, r] of best) provisional.set(prefix, Object.freeze({ gatewayId: r.key, prefix, viaPrefix: prefix }));
+  };
+  const tick = (): number => {
+    const next = device.tick();
+    const f = failover;
+    if (f === null) return next;
+    // Every tick, not only when a probe or deadline is due: the failover reads the peers' rx
+    // counters at its ticks, and "heard from" is the tick's time, so RX_OBSERVE_MS bounds how late
+    // a dead gateway's last packet is noticed (with 200 ms ticks it added up to 200 ms to the outage).
+    f.tick();
+    return Math.min(next, f.nextTickInMs(), RX_OBSERVE_MS);
+  };
   return {
     handleTunPacket: (packet) => device.handleTunPacket(packet),
     handleDatagram: (data, from) => device.handleDatagram(data, from),
-    tick: () => device.tick(),
+    tick,
     control(message: unknown): void {
       const m = message as Partial<DeviceEngineControl> | null;
+      if (m && m.type === "netmap" && Array.isArray(m.peers) && Array.isArray(m.routes)) {
+        const json = JSON.stringify([m.peers, m.routes]);
+        if (json === netmapJson) return;
+        netmapJson = json;
+        // A system with no gateway routes (a gateway, a peer-to-peer client) needs no selector.
+        if (failover === null && m.routes.length === 0) return;
+        if (failover === null) {
+          const f = new DataPathFailover({ device, now: deps.now, logger, onDecision, ...(config.failover ?? {}) });
+          const c = f.controller;
+          device.setRouteSelector({
+            lookup: (dst) => withProvisional(c.lookup(dst)),
+            lookupPinned: (dst, pinned) => withProvisional(c.lookupPinned(dst, pinned)),
+          });
+          failover = f;
+        }
+        setProvisional(m.peers, m.routes);
+        failover.setNetMap({ peers: m.peers, routes: m.routes });
+        // The host recomputes its deadline only at a tick (within MAX_TICK_MS = 1 s): probe now,
+        // so new candidates get their handshakes going without waiting for it.
+        failover.tick();
+        logger.info(`engine: failover routes=${new Set(m.routes.map((r) => r.prefix)).size} candidates=${m.routes.length}`);
+        return;
+      }
+      if (m && m.type === "health" && Array.isArray(m.withdrawn)) {
+        const report: HealthReport = { withdrawn: m.withdrawn, draining: m.draining === true };
+        device.setHealthReport(report);
+        return;
+      }
       if (m && (m.type === "setPeers" || m.type === "config") && Array.isArray(m.peers)) {
         device.setPeers(m.peers);
         logger.info(`engine: peers set count=${m.peers.length}`);
@@ -103,7 +220,12 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
       }
       logger.warn(`engine: unknown control message ${JSON.stringify(message)?.slice(0, 200)}`);
     },
-    stats: (): DeviceEngineStats => ({ ...device.stats(), crypto: crypto.name }),
+    stats: (): DeviceEngineStats => ({
+      ...device.stats(),
+      crypto: crypto.name,
+      ...(failover !== null ? { failover: { prefixes: failover.controller.status(), switches, recent: [...recent] } } : {}),
+    }),
+    close: () => failover?.close(),
   };
 };
 

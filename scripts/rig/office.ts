@@ -30,6 +30,22 @@
  * answering every request with the source address it sees; `http(ns, url)` fetches with curl
  * (null on failure); `ping`; `status(which)` (`waygate status --json`); `untilLog`.
  *
+ * Two gateways (`secondGateway`, the failover rig: test/e2e/failover.test.ts, scripts/bench/failover.ts):
+ *
+ *   laptop .2 ──┐                  ┌── gateway A .1 (serve --standalone) ──┐
+ *               ├─ "internet" br ──┤                                       ├─ office LAN br ── printer .250/.251
+ *               │  198.18.0.0/24   └── gateway B .3 (waygate run) ─────────┘   172.26.0.0/20
+ *                                      LAN: A 172.26.0.1, B 172.26.0.2
+ *
+ * Both segments are bridges in a switch namespace of their own ("sw"), so either gateway can be
+ * killed or cut off (`ip link set <gatewayLan|gateway2Lan> down`) without touching the other.
+ * `enrolGateway2()` enrols B with a key, allows it as a gateway and adds 172.26.0.0/20 to it by hand
+ * (so clients list it before it first reports); `startGateway2()` runs `waygate run` there;
+ * `grant(name, { gateways: [A, B] })` grants the subnet through both. `pingMonitor(ns, host)` runs
+ * `ping -D -O -i 0.1` and turns its lines into lost replies and the longest gap per time window;
+ * `countLeaks(prefix)` counts packets to a prefix leaving the laptop's physical link (an
+ * iptables rule in the laptop's namespace: what would have left by its default route).
+ *
  * As a script: `bun scripts/rig/office.ts listen ADDRESS PORT [PORT...]` prints "listening" once
  * every port is bound, then answers each HTTP request with the client's address.
  */
@@ -39,8 +55,8 @@ import { join } from "node:path";
 import { type Logger, silentLogger } from "../../core/log.ts";
 import { createRig, lineReader, type Rig, type RigProcess } from "./netns.ts";
 
-export const INTERNET = { prefix: "198.18.0.0/24", gateway: "198.18.0.1", laptop: "198.18.0.2" } as const;
-export const LAN = { prefix: "172.26.0.0/20", gateway: "172.26.0.1", printer: "172.26.0.250", other: "172.26.0.251" } as const;
+export const INTERNET = { prefix: "198.18.0.0/24", gateway: "198.18.0.1", laptop: "198.18.0.2", gateway2: "198.18.0.3" } as const;
+export const LAN = { prefix: "172.26.0.0/20", gateway: "172.26.0.1", gateway2: "172.26.0.2", printer: "172.26.0.250", other: "172.26.0.251" } as const;
 export const OVERLAY = "100.64.0.0/10";
 /** `laptopBehindRouter`: the laptop's own LAN; the gateway's internet side doubles as its router. */
 export const LAPTOP_LAN = { prefix: "10.20.0.0/24", router: "10.20.0.1", laptop: "10.20.0.2" } as const;
@@ -71,6 +87,35 @@ export interface OfficeOptions {
   logger?: Logger;
   /** Added to every waygate process's environment. */
   env?: Record<string, string>;
+  /** A second gateway B (`waygate run`) on the same LAN; both segments become bridges (see the module comment). */
+  secondGateway?: boolean;
+}
+
+/** One reply of `pingMonitor`. */
+export interface PingReply {
+  seq: number;
+  /** When it arrived (ms, ping's -D timestamp). */
+  at: number;
+}
+
+/** Replies in a time window of a `pingMonitor`. */
+export interface PingWindow {
+  /** Replies that arrived in the window. */
+  received: number;
+  /** Sequence numbers between the window's first and last reply that never got one. */
+  lost: number;
+  /** Longest time between two consecutive replies (by sequence). */
+  longestGapMs: number;
+  /** The longest gap minus the ping interval: how long nothing got through (0 without loss). */
+  outageMs: number;
+}
+
+export interface PingMonitor {
+  readonly replies: readonly PingReply[];
+  readonly intervalMs: number;
+  /** The replies that arrived in [from, to] (ms). */
+  window(from: number, to?: number): PingWindow;
+  stop(): Promise<void>;
 }
 
 export interface LoggedProcess {
@@ -81,10 +126,23 @@ export interface LoggedProcess {
 
 export interface Office {
   readonly rig: Rig;
-  readonly ns: { laptop: string; gateway: string; printer: string };
-  readonly links: { laptopInternet: string; gatewayInternet: string; gatewayLan: string; printerLan: string; laptopTun: string; gatewayTun: string };
-  readonly dirs: { root: string; server: string; gatewayAgent: string; laptop: string; tokenFile: string };
+  /** `gateway2` (and the switch namespace `sw`) with `secondGateway` only. */
+  readonly ns: { laptop: string; gateway: string; printer: string; gateway2?: string; sw?: string };
+  readonly links: {
+    laptopInternet: string;
+    gatewayInternet: string;
+    gatewayLan: string;
+    printerLan: string;
+    laptopTun: string;
+    gatewayTun: string;
+    gateway2Internet: string;
+    gateway2Lan: string;
+    gateway2Tun: string;
+  };
+  readonly dirs: { root: string; server: string; gatewayAgent: string; laptop: string; tokenFile: string; gateway2: string };
   readonly gateway: { id: string; virtualAddress: string; process: LoggedProcess } | null;
+  /** Gateway B (`secondGateway`): enrolled by enrolGateway2, process set by startGateway2. */
+  readonly gateway2: { id: string; virtualAddress: string; process: LoggedProcess | null } | null;
   readonly laptop: { id: string; virtualAddress: string; process: LoggedProcess | null } | null;
   /** Runs waygate in a namespace; throws with its output on a non-zero exit. */
   cli(ns: string, args: readonly string[]): Promise<string>;
@@ -96,15 +154,29 @@ export interface Office {
   stopGateway(options?: { graceful?: boolean }): Promise<number>;
   /** Tag, key (auto-approve) and `waygate enrol` on the laptop. */
   enrolLaptop(tag?: string): Promise<{ id: string; virtualAddress: string }>;
+  /** Records an enrolment done by hand (`waygate enrol` in the laptop namespace with dirs.laptop), so startLaptop() can run it. */
+  adoptLaptop(enrolment: { id: string; virtualAddress: string }): { id: string; virtualAddress: string };
   /** `waygate run` on the laptop; resolves once it is up. */
   startLaptop(extraArgs?: readonly string[]): Promise<LoggedProcess>;
   stopLaptop(options?: { graceful?: boolean }): Promise<number>;
-  /** `waygate policies add NAME --tag TAG --gateway ID=SUBNETS [--filter F ...]`. */
-  grant(name: string, options?: { tag?: string; subnets?: readonly string[]; filters?: readonly string[] }): Promise<void>;
-  /** `waygate status --json` of the laptop or the gateway agent. */
-  status(which: "laptop" | "gateway"): Promise<any>;
+  /** `waygate policies add NAME --tag TAG --gateway ID=SUBNETS [--filter F ...]` (one --gateway per id in `gateways`, default gateway A). */
+  grant(name: string, options?: { tag?: string; subnets?: readonly string[]; filters?: readonly string[]; gateways?: readonly string[] }): Promise<void>;
+  /** Gateway B: tag, key, `waygate enrol`, `gateways enable`, `gateways subnet-add` of the LAN. */
+  enrolGateway2(): Promise<{ id: string; virtualAddress: string }>;
+  /** `waygate run` on gateway B; resolves after its first gateway apply. */
+  startGateway2(extraArgs?: readonly string[]): Promise<LoggedProcess>;
+  /** SIGKILL (or SIGTERM with `graceful`) gateway B; resolves with its exit status. */
+  stopGateway2(options?: { graceful?: boolean }): Promise<number>;
+  /** `waygate status --json` of the laptop or a gateway agent. */
+  status(which: "laptop" | "gateway" | "gateway2"): Promise<any>;
+  /** `waygate status` (text). */
+  statusText(which: "laptop" | "gateway" | "gateway2"): Promise<string>;
   /** Polls status until `pred` holds. */
-  waitStatus(which: "laptop" | "gateway", pred: (s: any) => boolean, timeoutMs?: number): Promise<any>;
+  waitStatus(which: "laptop" | "gateway" | "gateway2", pred: (s: any) => boolean, timeoutMs?: number): Promise<any>;
+  /** `ping -n -D -O -i <interval>` in `ns` (default 0.1 s: 10 Hz), parsed as it runs. */
+  pingMonitor(ns: string, host: string, options?: { intervalS?: number }): Promise<PingMonitor>;
+  /** Counts packets to `prefix` leaving the laptop's physical link; returns a reader of the count. */
+  countLeaks(prefix: string): Promise<() => Promise<number>>;
   /** The first line matching `re` that arrived at or after `since` (default: any time). */
   untilLog(p: LoggedProcess, re: RegExp, options?: { since?: number; timeoutMs?: number }): Promise<RegExpExecArray>;
   /** A tiny HTTP server in `ns` on `address` answering with the client's address. */
@@ -122,7 +194,14 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
   const root = mkdtempSync(join(tmpdir(), `waygate-office-${rig.prefix}-`));
   const waygate = options.waygate ?? [process.execPath, MAIN];
   const env = { NO_COLOR: "1", CONSOLA_LEVEL: "3", BUN_JSC_useOSREntryToDFG: "false", ...options.env };
-  const dirs = { root, server: join(root, "server"), gatewayAgent: join(root, "server", "agent"), laptop: join(root, "laptop"), tokenFile: join(root, "server", "admin-token") };
+  const dirs = {
+    root,
+    server: join(root, "server"),
+    gatewayAgent: join(root, "server", "agent"),
+    laptop: join(root, "laptop"),
+    tokenFile: join(root, "server", "admin-token"),
+    gateway2: join(root, "gateway2"),
+  };
   const links = {
     laptopInternet: rig.linkName("li"),
     gatewayInternet: rig.linkName("gi"),
@@ -131,27 +210,56 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
     laptopTun: rig.linkName("tl"),
     /** `serve --standalone` names its TUN wg-waygate (inside the gateway's namespace). */
     gatewayTun: "wg-waygate",
+    gateway2Internet: rig.linkName("g2i"),
+    gateway2Lan: rig.linkName("g2l"),
+    gateway2Tun: rig.linkName("t2"),
   };
   let gateway: Office["gateway"] = null;
+  let gateway2: { id: string; virtualAddress: string; process: LoggedProcess | null } | null = null;
   let laptop: { id: string; virtualAddress: string; process: LoggedProcess | null } | null = null;
   try {
     const [laptopNs, gatewayNs, printerNs] = [await rig.addNamespace("lap"), await rig.addNamespace("gw"), await rig.addNamespace("prn")];
     const behind = options.laptopBehindRouter === true;
-    await rig.addVeth(
-      { ns: laptopNs, name: links.laptopInternet, addresses: [behind ? `${LAPTOP_LAN.laptop}/24` : `${INTERNET.laptop}/24`] },
-      { ns: gatewayNs, name: links.gatewayInternet, addresses: [`${INTERNET.gateway}/24`, ...(behind ? [`${LAPTOP_LAN.router}/24`] : [])] },
-    );
-    if (behind) await rig.exec(laptopNs, ["ip", "route", "add", "default", "via", LAPTOP_LAN.router]);
-    await rig.addVeth(
-      { ns: gatewayNs, name: links.gatewayLan, addresses: [`${LAN.gateway}/20`] },
-      { ns: printerNs, name: links.printerLan, addresses: [`${LAN.printer}/20`, `${LAN.other}/20`] },
-    );
+    const two = options.secondGateway === true;
+    if (two && (behind || options.internetHost === true)) throw new Error("office: secondGateway does not combine with laptopBehindRouter or internetHost");
+    let gateway2Ns: string | undefined;
+    let swNs: string | undefined;
+    if (!two) {
+      await rig.addVeth(
+        { ns: laptopNs, name: links.laptopInternet, addresses: [behind ? `${LAPTOP_LAN.laptop}/24` : `${INTERNET.laptop}/24`] },
+        { ns: gatewayNs, name: links.gatewayInternet, addresses: [`${INTERNET.gateway}/24`, ...(behind ? [`${LAPTOP_LAN.router}/24`] : [])] },
+      );
+      if (behind) await rig.exec(laptopNs, ["ip", "route", "add", "default", "via", LAPTOP_LAN.router]);
+      await rig.addVeth(
+        { ns: gatewayNs, name: links.gatewayLan, addresses: [`${LAN.gateway}/20`] },
+        { ns: printerNs, name: links.printerLan, addresses: [`${LAN.printer}/20`, `${LAN.other}/20`] },
+      );
+    } else {
+      gateway2Ns = await rig.addNamespace("gw2");
+      swNs = await rig.addNamespace("sw");
+      const sw = swNs;
+      const bridges = { internet: rig.linkName("bi"), lan: rig.linkName("bl") };
+      for (const br of Object.values(bridges)) {
+        await rig.exec(sw, ["ip", "link", "add", br, "type", "bridge"]);
+        await rig.exec(sw, ["ip", "link", "set", br, "up"]);
+      }
+      const port = async (end: { ns: string; name: string; addresses: string[] }, short: string, bridge: string) => {
+        const [, swEnd] = await rig.addVeth(end, { ns: sw, name: rig.linkName(short) });
+        await rig.exec(sw, ["ip", "link", "set", swEnd, "master", bridge]);
+      };
+      await port({ ns: laptopNs, name: links.laptopInternet, addresses: [`${INTERNET.laptop}/24`] }, "sli", bridges.internet);
+      await port({ ns: gatewayNs, name: links.gatewayInternet, addresses: [`${INTERNET.gateway}/24`] }, "sgi", bridges.internet);
+      await port({ ns: gateway2Ns, name: links.gateway2Internet, addresses: [`${INTERNET.gateway2}/24`] }, "sg2i", bridges.internet);
+      await port({ ns: gatewayNs, name: links.gatewayLan, addresses: [`${LAN.gateway}/20`] }, "sgl", bridges.lan);
+      await port({ ns: gateway2Ns, name: links.gateway2Lan, addresses: [`${LAN.gateway2}/20`] }, "sg2l", bridges.lan);
+      await port({ ns: printerNs, name: links.printerLan, addresses: [`${LAN.printer}/20`, `${LAN.other}/20`] }, "spl", bridges.lan);
+    }
     if (options.returnRoute !== false) await rig.exec(printerNs, ["ip", "route", "add", OVERLAY, "via", LAN.gateway]);
     if (options.internetHost === true) {
       await rig.exec(printerNs, ["ip", "addr", "add", `${INTERNET_HOST}/32`, "dev", links.printerLan]);
       await rig.exec(gatewayNs, ["ip", "route", "add", "default", "via", LAN.printer]);
     }
-    const ns = { laptop: laptopNs, gateway: gatewayNs, printer: printerNs };
+    const ns = { laptop: laptopNs, gateway: gatewayNs, printer: printerNs, ...(gateway2Ns !== undefined ? { gateway2: gateway2Ns, sw: swNs } : {}) };
 
     const spawnLogged = (where: string, args: readonly string[]): LoggedProcess => {
       const proc = rig.spawn(where, [...waygate, ...args], { env, stdout: "pipe", stderr: "pipe" });
@@ -202,8 +310,18 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
     };
     const conn = ["--server", SERVER_URL, "--token-file", dirs.tokenFile];
     const admin: Office["admin"] = (args) => cli(ns.gateway, [...args, ...conn]);
-    const statusDir = (which: "laptop" | "gateway") => (which === "laptop" ? dirs.laptop : dirs.gatewayAgent);
-    const status: Office["status"] = async (which) => JSON.parse(await cli(which === "laptop" ? ns.laptop : ns.gateway, ["status", "--state-dir", statusDir(which), "--json"]));
+    type Which = "laptop" | "gateway" | "gateway2";
+    const statusDir = (which: Which) => (which === "laptop" ? dirs.laptop : which === "gateway" ? dirs.gatewayAgent : dirs.gateway2);
+    const statusNs = (which: Which) => {
+      const where = which === "laptop" ? ns.laptop : which === "gateway" ? ns.gateway : ns.gateway2;
+      if (where === undefined) throw new Error("office: no second gateway (secondGateway: true)");
+      return where;
+    };
+    const status: Office["status"] = async (which) => JSON.parse(await cli(statusNs(which), ["status", "--state-dir", statusDir(which), "--json"]));
+    const requireTwo = (): string => {
+      if (ns.gateway2 === undefined) throw new Error("office: no second gateway (secondGateway: true)");
+      return ns.gateway2;
+    };
 
     const office: Office = {
       rig,
@@ -215,6 +333,9 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
       },
       get laptop() {
         return laptop;
+      },
+      get gateway2() {
+        return gateway2;
       },
       cli,
       admin,
@@ -256,6 +377,10 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
         laptop = { id: out.systemId, virtualAddress: out.virtualAddress, process: null };
         return { id: out.systemId, virtualAddress: out.virtualAddress };
       },
+      adoptLaptop(e) {
+        laptop = { id: e.id, virtualAddress: e.virtualAddress, process: null };
+        return { id: e.id, virtualAddress: e.virtualAddress };
+      },
       async startLaptop(extraArgs = []) {
         if (laptop === null) throw new Error("enrolLaptop() first");
         const since = Date.now();
@@ -280,9 +405,112 @@ export async function createOffice(options: OfficeOptions = {}): Promise<Office>
       async grant(name, o = {}) {
         if (gateway === null) throw new Error("startGateway() first");
         const subnets = o.subnets ?? [LAN.prefix];
-        await admin(["policies", "add", name, "--tag", o.tag ?? "staff", "--gateway", `${gateway.id}=${subnets.join(",")}`, ...(o.filters ?? []).flatMap((f) => ["--filter", f])]);
+        const ids = o.gateways ?? [gateway.id];
+        await admin([
+          "policies",
+          "add",
+          name,
+          "--tag",
+          o.tag ?? "staff",
+          ...ids.flatMap((id) => ["--gateway", `${id}=${subnets.join(",")}`]),
+          ...(o.filters ?? []).flatMap((f) => ["--filter", f]),
+        ]);
+      },
+      async enrolGateway2() {
+        const where = requireTwo();
+        await admin(["tags", "add", "gateways"]);
+        const key = JSON.parse(await admin(["keys", "create", "--tag", "gateways", "--auto-approve", "--json"])).key as string;
+        const out = JSON.parse(await cli(where, ["enrol", "--server", SERVER_URL, "--key", key, "--state-dir", dirs.gateway2, "--hostname", "gateway-b", "--json"]));
+        await admin(["gateways", "enable", out.systemId]);
+        await admin(["gateways", "subnet-add", out.systemId, LAN.prefix]);
+        gateway2 = { id: out.systemId, virtualAddress: out.virtualAddress, process: null };
+        return { id: out.systemId, virtualAddress: out.virtualAddress };
+      },
+      async startGateway2(extraArgs = []) {
+        const where = requireTwo();
+        if (gateway2 === null) throw new Error("enrolGateway2() first");
+        const since = Date.now();
+        const p = spawnLogged(where, [
+          "run",
+          "--state-dir",
+          dirs.gateway2,
+          "--interface",
+          links.gateway2Tun,
+          ...(options.firewall ? ["--firewall", options.firewall] : []),
+          ...(options.runArgs ?? []),
+          ...extraArgs,
+        ]);
+        await untilLog(p, /^agent: \S+ up on /, { since, timeoutMs: 20_000 });
+        // `run` logs through consola's tags: "[gateway] ℹ applied revision=...".
+        await untilLog(p, /(gateway: |\[gateway\] .*)applied revision=/, { since, timeoutMs: 15_000 });
+        gateway2.process = p;
+        return p;
+      },
+      async stopGateway2(o = {}) {
+        const p = gateway2?.process?.proc;
+        if (!p) return 0;
+        if (!o.graceful) {
+          try {
+            process.kill(p.pid, "SIGKILL");
+          } catch {
+            // already gone
+          }
+          return p.exited;
+        }
+        return p.stop(5000);
       },
       status,
+      async statusText(which) {
+        return cli(statusNs(which), ["status", "--state-dir", statusDir(which)]);
+      },
+      async pingMonitor(where, host, o = {}) {
+        const intervalS = o.intervalS ?? 0.1;
+        const p = rig.spawn(where, ["ping", "-n", "-D", "-O", "-i", String(intervalS), host], { stdout: "pipe", stderr: "pipe" });
+        const replies: PingReply[] = [];
+        const reading = (async () => {
+          const decoder = new TextDecoder();
+          let buf = "";
+          for await (const chunk of p.subprocess.stdout as ReadableStream<Uint8Array>) {
+            buf += decoder.decode(chunk, { stream: true });
+            let nl: number;
+            while ((nl = buf.indexOf("\n")) >= 0) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 1);
+              const m = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)/.exec(line);
+              if (m) replies.push({ seq: Number(m[2]), at: Math.round(Number(m[1]) * 1000) });
+            }
+          }
+        })().catch(() => {});
+        const intervalMs = intervalS * 1000;
+        return {
+          replies,
+          intervalMs,
+          window(from, to = Number.POSITIVE_INFINITY) {
+            const rs = replies.filter((r) => r.at >= from && r.at <= to).sort((a, b) => a.seq - b.seq);
+            let lost = 0;
+            let gap = 0;
+            for (let i = 1; i < rs.length; i++) {
+              lost += Math.max(0, rs[i]!.seq - rs[i - 1]!.seq - 1);
+              gap = Math.max(gap, rs[i]!.at - rs[i - 1]!.at);
+            }
+            return { received: rs.length, lost, longestGapMs: gap, outageMs: Math.max(0, gap - intervalMs) };
+          },
+          async stop() {
+            await p.stop(1000);
+            await reading;
+          },
+        };
+      },
+      async countLeaks(prefix) {
+        const comment = `waygate-leak-${prefix.replace(/[^0-9]/g, "-")}`;
+        await rig.exec(ns.laptop, ["iptables", "-w", "-t", "mangle", "-I", "POSTROUTING", "-o", links.laptopInternet, "-d", prefix, "-m", "comment", "--comment", comment]);
+        return async () => {
+          const text = (await rig.exec(ns.laptop, ["iptables", "-w", "-t", "mangle", "-L", "POSTROUTING", "-v", "-x", "-n"])).stdout;
+          const line = text.split("\n").find((l) => l.includes(comment));
+          if (line === undefined) throw new Error(`leak counter ${comment} is gone:\n${text}`);
+          return Number(line.trim().split(/\s+/)[0]);
+        };
+      },
       async waitStatus(which, pred, timeoutMs = 10_000) {
         const deadline = Date.now() + timeoutMs;
         let last: any = null;
@@ -326,6 +554,40 @@ function tail(p: LoggedProcess, n = 40): string {
     .slice(-n)
     .map((l) => l.text)
     .join("\n");
+}
+
+/** The laptop's failover block for `prefix` in a `waygate status --json` answer (undefined when absent). */
+export function subnetOf(status: any, prefix: string = LAN.prefix): any {
+  return (status?.failover ?? []).find((f: { prefix: string }) => f.prefix === prefix);
+}
+
+/** Whether gateway `id` is a healthy candidate of `prefix` in a status answer. */
+export function healthyIn(status: any, id: string, prefix: string = LAN.prefix): boolean {
+  return subnetOf(status, prefix)?.candidates?.some((c: { id: string; healthy: boolean }) => c.id === id && c.healthy) === true;
+}
+
+/**
+ * The failover office brought up (an office made with `secondGateway`): gateway A (serve), B
+ * enrolled, allowed and given the LAN by hand, the laptop enrolled and granted the LAN through
+ * both; the laptop starts while only A runs, so A is its first working session (the active one);
+ * then B runs and becomes a healthy standby. Returns the two gateway ids.
+ */
+export async function startFailoverOffice(office: Office, log: (m: string) => void = () => {}): Promise<{ a: string; b: string }> {
+  const gw = await office.startGateway();
+  log("gateway A up");
+  const b = await office.enrolGateway2();
+  await office.enrolLaptop("staff");
+  await office.grant("office", { subnets: [LAN.prefix], gateways: [gw.id, b.id] });
+  await office.waitStatus("gateway", (s) => s.peers?.some((p: any) => p.id === office.laptop!.id), 15_000);
+  await office.startLaptop();
+  log("laptop up");
+  await office.waitStatus("laptop", (s) => subnetOf(s)?.active === gw.id, 15_000);
+  log("laptop active on A");
+  await office.startGateway2();
+  log("gateway B up");
+  await office.waitStatus("laptop", (s) => healthyIn(s, b.id) && subnetOf(s)?.active === gw.id, 20_000);
+  log("B healthy standby");
+  return { a: gw.id, b: b.id };
 }
 
 /** Runs `body` with a fresh office, destroyed afterwards also when it throws. */

@@ -115,6 +115,65 @@ describe("renderStatus", () => {
     expect(renderStatus(buildStatus(input({ netmap: { revision: 1, netmap: map, source: "server", appliedAt: 1 } })))).toContain("State:            inactive (disabled or awaiting approval): no peers");
   });
 
+  test("failover: a Subnet block per routed subnet (active, candidates, last switch), before the peers; a gateway's upstream", () => {
+    const status = buildStatus(input());
+    status.failover = [
+      {
+        prefix: "192.168.50.0/24",
+        active: "GW001",
+        effective: { gateway: "GW001", via: "192.168.50.0/24", reason: null },
+        candidates: [
+          { id: "GW001", name: "router", priority: 100, draining: false, own: true, state: "up", healthy: true, rttMs: 0.42, missedProbes: 0, upSince: 900_000 },
+          { id: "GW002", name: "backup", priority: 50, draining: true, own: true, state: "withdrawn", healthy: false, rttMs: null, missedProbes: 0, upSince: null },
+          { id: "GW003", name: "", priority: 100, draining: false, own: false, state: "down", healthy: false, rttMs: 3.5, missedProbes: 9, upSince: null },
+        ],
+        lastSwitch: { from: "GW002", to: "GW001", reason: "withdrawn", at: 988_000 },
+      },
+      {
+        prefix: "10.0.0.0/16",
+        active: null,
+        effective: { gateway: null, via: null, reason: "no-healthy-gateway" },
+        candidates: [{ id: "GW001", name: "router", priority: 100, draining: false, own: true, state: "unknown", healthy: false, rttMs: null, missedProbes: 1, upSince: null }],
+        lastSwitch: null,
+      },
+      {
+        prefix: "10.0.1.0/24",
+        active: null,
+        effective: { gateway: "GW001", via: "10.0.0.0/8", reason: null },
+        candidates: [],
+        lastSwitch: { from: "GW002", to: null, reason: "active-down", at: 999_000 },
+      },
+    ];
+    status.upstream = [{ prefix: "192.168.50.0/24", interface: "eth1", withdrawn: true, reason: "link-down", linkUp: false, hosts: ["192.168.50.9"], lastHostAnswerMs: null }];
+    const text = renderStatus(status);
+    expect(text).toContain("Upstream:         192.168.50.0/24 on eth1: withdrawn (link-down), hosts 192.168.50.9\n");
+    expect(text).toContain(
+      [
+        "",
+        "Subnet: 192.168.50.0/24",
+        "   Active gateway:   GW001 (router)",
+        "   Candidates:       GW001 (router): up, RTT 0.42 ms, priority 100, active",
+        "                     GW002 (backup): withdrawn (cannot reach the subnet), priority 50, draining",
+        "                     GW003: down (probes unanswered), RTT 3.5 ms, priority 100, inherited from a covering route",
+        "   Last switch:      GW002 (backup) -> GW001 (router) (withdrawn), 12 seconds ago",
+        "",
+        "Subnet: 10.0.0.0/16",
+        "   Active gateway:   none: no healthy gateway (packets are dropped and counted, never sent outside the tunnel)",
+        "   Candidates:       GW001 (router): unknown (no answer yet), priority 100",
+        "   Last switch:      none",
+        "",
+        "Subnet: 10.0.1.0/24",
+        "   Active gateway:   none (carried by GW001 for 10.0.0.0/8)",
+        "   Candidates:       -",
+        "   Last switch:      GW002 -> none (active-down), 1 second ago",
+        "",
+        "Peer: GW001 (router)",
+      ].join("\n"),
+    );
+    // --json is the same object: the block is there as it is.
+    expect(JSON.parse(JSON.stringify(status)).failover[0].lastSwitch).toEqual({ from: "GW002", to: "GW001", reason: "withdrawn", at: 988_000 });
+  });
+
   test("helpers", () => {
     expect(formatBytes(1023)).toBe("1023 B");
     expect(formatBytes(1024 * 1024 * 3)).toBe("3.00 MiB");
