@@ -32,6 +32,7 @@ import { WaygateError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import { DEFAULT_AGENT_INTERFACE, startLinuxAgent } from "../platform/linux/agent-adapters.ts";
 import { parseFirewallSetting } from "../core/agent/gateway-config.ts";
+import { FailoverSettingsError, parseFailoverSettings, parseUpstreamHosts } from "../core/agent/failover-config.ts";
 import { ensureJitWorkaround } from "../platform/linux/jit.ts";
 import { checkInterfaceName } from "../platform/linux/wg-quick.ts";
 import { waygateVersion } from "./version.ts";
@@ -71,6 +72,9 @@ export default defineCommand({
     firewall: { type: "string", description: "Gateway firewall backend: auto (detect), iptables or nftables (default auto)", valueHint: "auto|iptables|nftables" },
     "fail-closed": { type: "boolean", description: "With a default route through a gateway: block, never leak, while the tunnel is down", default: false },
     "allow-lan-access": { type: "boolean", description: "With a default route through a gateway: keep the local LAN direct (--no-allow-lan-access: through the tunnel)", default: true },
+    preempt: { type: "boolean", description: "Failover: move back to a better-priority gateway once it has been healthy for 10 s (default: stay while the active one is healthy)", default: false },
+    "upstream-host": { type: "string", description: "Gateway: hosts whose reachability keeps a subnet served, SUBNET=HOST[:PORT], comma-separated (default: link state only)", valueHint: "SUBNET=HOST[:PORT],..." },
+    "report-unhealthy": { type: "boolean", description: "Gateway: also report withdrawn subnets to the control plane (off: clients learn it from probes; see README)", default: false },
     ...DNS_ARGS,
   },
   async run({ args, data }) {
@@ -101,6 +105,9 @@ export default defineCommand({
       firewall,
       failClosed: args["fail-closed"] === true,
       allowLanAccess: args["allow-lan-access"] !== false,
+      failover: parseFailoverSettings({ preempt: args.preempt === true }),
+      upstreamHosts: upstreamHostsFrom(args["upstream-host"]),
+      reportUnhealthySubnets: args["report-unhealthy"] === true,
       ...(dns !== null ? { dns } : {}),
       ...(level >= 5 ? { dropLogIntervalMs: 5000 } : {}),
     });
@@ -120,3 +127,14 @@ export default defineCommand({
     out(`agent: ${running.interfaceName} down\n`);
   },
 });
+
+/** `--upstream-host 172.26.0.0/20=172.26.0.10,172.26.0.0/20=172.26.0.11:443` -> per-subnet host lists (validated). */
+export function upstreamHostsFrom(flag: string | undefined): Record<string, string[]> {
+  const bySubnet: Record<string, string[]> = {};
+  for (const item of (flag ?? "").split(",").map((x) => x.trim()).filter(Boolean)) {
+    const eq = item.indexOf("=");
+    if (eq <= 0 || eq === item.length - 1) throw new FailoverSettingsError(`--upstream-host ${JSON.stringify(item)}: expected SUBNET=HOST[:PORT]`);
+    (bySubnet[item.slice(0, eq)] ??= []).push(item.slice(eq + 1));
+  }
+  return parseUpstreamHosts(bySubnet);
+}
