@@ -50,6 +50,7 @@ const debianTools = {
   "iputils-ping": "ping",
   dnsmasq: "dnsmasq",
   tcpdump: "tcpdump",
+  curl: "curl",
 };
 
 function hasBinary(name) {
