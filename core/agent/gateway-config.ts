@@ -13,6 +13,10 @@
  *                        gateway's address there (the SNAT source; MASQUERADE for 0.0.0.0/0 or when
  *                        the address is unknown), NAT as the subnet's switch says. Subnets that
  *                        cannot be placed are returned in `skipped` with a reason, never guessed.
+ *                        With `inboundAclsEnforced` (the Device runs setInboundRules with
+ *                        acl-config.ts's inboundAcls), the gateway's virtual address is a tunnel
+ *                        address the kernel's INPUT guard accepts (the Device filtered it); its
+ *                        LAN addresses stay closed to the tunnel either way.
  *   routerConfig         NetMap -> the client's RouterConfig (step 1): the granted prefixes outside
  *                        the overlay, and the bypass list (the control plane's and every peer
  *                        endpoint's host), which the Router turns into host routes only where a
@@ -145,6 +149,12 @@ export interface FirewallOptions {
   mssClamp?: boolean;
   protectGatewayInput?: boolean;
   inputAllow?: readonly InputAllow[];
+  /**
+   * The Device enforces inbound ACLs (setInboundRules): accept everything from the tunnel to the
+   * gateway's virtual address in INPUT, where direct policies to the gateway get through. Off
+   * (the default), only `inputAllow` and answers do: never turn it on without the ACLs.
+   */
+  inboundAclsEnforced?: boolean;
 }
 
 export interface SkippedSubnet {
@@ -237,6 +247,7 @@ export function firewallConfig(netmap: NetMap, interfaces: GatewayInterfaces, op
       mssClamp: options.mssClamp ?? true,
       protectGatewayInput: options.protectGatewayInput ?? true,
       inputAllow: [...(options.inputAllow ?? GATEWAY_INPUT_ALLOW)],
+      ...(options.inboundAclsEnforced === true ? { tunnelAddresses: [parseAddress(netmap.self.virtualAddress.split("/")[0]!).text] } : {}),
     },
     skipped,
   };

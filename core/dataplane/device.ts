@@ -19,11 +19,15 @@
  *                answer. No answer (`gatewayId: null`, or no selector) -> drop `no-healthy-gateway`:
  *                fail closed, never another peer's allowed IPs; an answer naming no configured
  *                peer -> drop `route-gateway-unknown`.
- *   O4 flow      gateways only (setGateway): a packet whose source is not an overlay address came
+ *   O4 flow      on a gateway (setGateway), a packet whose source is not an overlay address came
  *                from a LAN and must answer a flow the overlay side opened (gateway.ts): its
  *                reversed tuple is a live flow, or it is an ICMP error quoting one; otherwise
  *                drop `gateway-unsolicited` (`gateway-fragment` for a later fragment of an unknown
- *                datagram, `flow-table-full` when the gateway's own flow cannot be recorded).
+ *                datagram). Every other packet is this device's own: with inbound ACLs on
+ *                (setInboundRules) it opens or refreshes one of the device's own flows
+ *                (flow-tracker.ts, strict TCP: only a SYN opens), so that the peer's answers get
+ *                in at I10 (`flow-table-full` when it cannot be recorded, `malformed-tun-packet`
+ *                when its headers are cut short).
  *   O5 session   the peer's current keypair, if usable (younger than REJECT_AFTER_TIME, counter below
  *                the limit); otherwise the packet is staged (bounded, oldest dropped as `staged-overflow`)
  *                and a handshake initiation is sent (at most one per REKEY_TIMEOUT).
@@ -59,15 +63,26 @@
  *                sending peer's allowed IPs (`source-not-allowed`): cryptokey routing's inbound half.
  *                Several peers may list one prefix (two gateways serving one subnet): each of them
  *                may send from it.
- *   I9 gateway   gateways only (setGateway): the access filter (filter.ts) for that sender: the
- *                source must be its own virtual address (`gateway-source-spoofed`), the destination
- *                not the gateway itself (`gateway-local-address`), and destination, protocol and
- *                port granted (`gateway-no-grant`; `gateway-fragment`, `malformed-ip`); an allowed
- *                packet into a LAN records or refreshes its flow (`flow-table-full`).
- *   I10 deliver  written to the TUN, trimmed to the header's length (padding removed).
+ *   I9 gateway   gateways only (setGateway): a packet to the gateway's virtual address goes on to
+ *                I10 like any device's own traffic. Anything else is forwarded traffic, for the
+ *                access filter (filter.ts) of that sender: the source must be its own virtual
+ *                address (`gateway-source-spoofed`), the destination not one of the gateway's other
+ *                addresses, its LAN side (`gateway-local-address`, always), and destination,
+ *                protocol and port granted (`gateway-no-grant`; `gateway-fragment`, `malformed-ip`);
+ *                an allowed packet into a LAN records or refreshes its flow (`flow-table-full`)
+ *                and skips I10.
+ *   I10 acl      inbound ACLs only (setInboundRules; null, the default, lets everything through):
+ *                the packet must answer one of this device's own flows (reversed tuple, or an ICMP
+ *                error quoting one), or be allowed by the sending peer's rules (acl.ts: source,
+ *                destination, protocol, destination port; deny wins; no entry: nothing). A later
+ *                fragment passes when its first fragment did. Otherwise drop `acl-denied`
+ *                (`malformed-ip` when the headers are cut short).
+ *   I11 deliver  written to the TUN, trimmed to the header's length (padding removed).
  *
  * Gateway drops are counted per peer (with every other drop) and in stats().gateway.drops over
- * all peers. Without setGateway, O4 and I9 do nothing.
+ * all peers. Without setGateway, I9 does nothing and O4 only records own flows. One mechanism
+ * decides on traffic to the device itself, gateway or not: a grant never opens the gateway's own
+ * services; a direct policy (its inbound ACL) does.
  *
  * Probes (`probe(peer)`, sent by the failover controller's schedule): a probe enters at O5 (no
  * O2-O4); with no usable session it is not staged (a stale probe measures nothing) but starts a
@@ -78,7 +93,8 @@
  *
  * Timers (tick): per peer, WireGuard's retransmit / keepalive / new-handshake / zero-keys /
  * persistent-keepalive deadlines (core/wire/timers.ts); tick returns ms until the next one. On a
- * gateway, tick also expires a slice of the flow table; with routes, a slice of the pin table.
+ * gateway, tick also expires a slice of the flow table; with routes, a slice of the pin table;
+ * with inbound ACLs, a slice of the own-flow table.
  */
 import { WaygateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -122,10 +138,22 @@ import {
   ipv6Destination,
   ipv6Source,
 } from "./packet.ts";
-import { ALLOW, GatewayConfigError, type GatewayDropReason, type GatewaySender, MALFORMED_IP } from "./filter.ts";
+import { AclConfigError, type AclPeer, type InboundAcl, InboundAclFilter } from "./acl.ts";
+import { ALLOW, GatewayConfigError, type GatewayDropReason, type GatewaySender, MALFORMED_IP, SELF } from "./filter.ts";
 import { Gateway, type GatewayConfig } from "./gateway.ts";
-import { FlowTable, KEY_V6 } from "./flow-table.ts";
-import { PARSE_OK, FRAG_LATER, PROTO_TCP, PROTO_UDP, PacketHeaders } from "./headers.ts";
+import { DEFAULT_MAX_FLOWS, FlowTable, KEY_FRAGMENT, KEY_V6 } from "./flow-table.ts";
+import { type FlowTimeouts, FlowTracker, TABLE_FULL, resolveFlowTimeouts } from "./flow-tracker.ts";
+import {
+  PARSE_OK,
+  FRAG_FIRST,
+  FRAG_LATER,
+  FRAG_NONE,
+  PROTO_ICMP,
+  PROTO_ICMPV6,
+  PROTO_TCP,
+  PROTO_UDP,
+  PacketHeaders,
+} from "./headers.ts";
 import type { BindWriter, Endpoint, PacketEngine, TunWriter } from "./ports.ts";
 import {
   type HealthReport,
@@ -143,6 +171,7 @@ import {
 import type { RouteConfig, RouteSelector } from "./routes.ts";
 
 export type { HealthReport } from "./probe.ts";
+export type { AclRule, InboundAcl } from "./acl.ts";
 export type { RouteConfig, RouteSelector } from "./routes.ts";
 
 /** Every reason a packet or message is dropped: stable strings, the keys of `drops` in stats. */
@@ -179,6 +208,8 @@ export type DropReason =
   | "probe-rate-limited"
   /** I7: a probe reply for no probe we sent recently (late beyond the window, or duplicated). */
   | "probe-unexpected"
+  /** I10: not allowed by the sending peer's inbound ACL, and no answer to one of our own flows. */
+  | "acl-denied"
   | GatewayDropReason
   | "internal-error";
 
@@ -227,6 +258,10 @@ export interface DeviceOptions {
   maxPinnedFlows?: number;
   /** Idle time after which a pinned flow forgets its gateway (defaults: TCP 300 s, UDP 60 s). */
   pinIdleMs?: { tcp?: number; udp?: number };
+  /** Own flows tracked while inbound ACLs are on (default 65,536; beyond it new ones are dropped). */
+  maxOwnFlows?: number;
+  /** Own-flow timeouts (defaults: flow-tracker.ts DEFAULT_FLOW_TIMEOUTS). */
+  ownFlowTimeouts?: Partial<FlowTimeouts>;
 }
 
 /** Probe counters of one peer. */
@@ -280,6 +315,15 @@ export interface GatewayStats {
   rules: number;
 }
 
+export interface AclStats {
+  /** Peers with an inbound ACL entry (the others may send nothing but answers). */
+  peers: number;
+  rules: number;
+  /** The device's own flows stored (expired ones not yet swept included). */
+  flows: number;
+  maxFlows: number;
+}
+
 export interface DeviceStats {
   publicKey: string;
   peers: PeerStats[];
@@ -291,6 +335,8 @@ export interface DeviceStats {
   underLoad: boolean;
   /** Null unless setRoutes installed routes (optional for hosts that build stats by hand). */
   routes?: RouteStats | null;
+  /** Null unless setInboundRules turned inbound ACLs on (optional for hosts that build stats by hand). */
+  acl?: AclStats | null;
 }
 
 export class DeviceConfigError extends WaygateError {
@@ -365,6 +411,8 @@ class Peer {
   drops: DropCounts = {};
   /** This peer's compiled gateway rules (null: none, or not a gateway). */
   gatewaySender: GatewaySender | null = null;
+  /** This peer's compiled inbound ACL (null: none, or ACLs off). */
+  acl: AclPeer | null = null;
   /** The pin table's name for this peer (1..255), 0 when it cannot own pinned flows. */
   pinSlot = 0;
   /** Probes: our next sequence number, the recent ones and when each was sent. */
@@ -452,6 +500,11 @@ export class Device implements PacketEngine {
   private healthReport: HealthReport = Object.freeze({ withdrawn: Object.freeze([]), draining: false });
   private healthBlock: Uint8Array = encodeReport(this.healthReport);
   private gateway: Gateway | null = null;
+  /** Inbound ACLs (I10) and this device's own flows (O4); both null while ACLs are off. */
+  private acl: InboundAclFilter | null = null;
+  private ownFlows: FlowTracker | null = null;
+  private readonly maxOwnFlows: number;
+  private readonly ownFlowTimeouts: FlowTimeouts;
   private readonly drops: DropCounts = {};
   private cookieRepliesSent = 0;
   private loadWindowStartMs = Number.NEGATIVE_INFINITY;
@@ -482,6 +535,13 @@ export class Device implements PacketEngine {
     this.maxPins = options.maxPinnedFlows ?? DEFAULT_MAX_PINNED_FLOWS;
     this.pinTcpMs = options.pinIdleMs?.tcp ?? DEFAULT_PIN_TCP_MS;
     this.pinUdpMs = options.pinIdleMs?.udp ?? DEFAULT_PIN_UDP_MS;
+    this.maxOwnFlows = options.maxOwnFlows ?? DEFAULT_MAX_FLOWS;
+    if (!Number.isInteger(this.maxOwnFlows) || this.maxOwnFlows < 1) throw new DeviceConfigError(`maxOwnFlows must be a positive integer, got ${this.maxOwnFlows}`);
+    try {
+      this.ownFlowTimeouts = resolveFlowTimeouts(options.ownFlowTimeouts);
+    } catch (cause) {
+      throw new DeviceConfigError(`ownFlowTimeouts: ${(cause as Error).message}`, { cause });
+    }
     if (!Number.isInteger(this.maxPins) || this.maxPins < 1) throw new DeviceConfigError(`maxPinnedFlows must be a positive integer, got ${this.maxPins}`);
     if (!(this.pinTcpMs > 0 && this.pinUdpMs > 0)) throw new DeviceConfigError("pinIdleMs values must be positive");
     let probeSource = 0;
@@ -586,7 +646,10 @@ export class Device implements PacketEngine {
     }
     this.routes = routes;
     this.rebuildOutbound();
-    for (const peer of this.peers.values()) peer.gatewaySender = this.gateway?.filter.sender(peer.keyText) ?? null;
+    for (const peer of this.peers.values()) {
+      peer.gatewaySender = this.gateway?.filter.sender(peer.keyText) ?? null;
+      peer.acl = this.acl?.peer(peer.keyText) ?? null;
+    }
     for (const peer of keepaliveNow) this.sendKeepalive(peer);
     this.flush();
   }
@@ -608,7 +671,7 @@ export class Device implements PacketEngine {
     try {
       const b = this.random(4);
       const seed = b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24);
-      next = new Gateway(config, { seed, previous: this.gateway });
+      next = new Gateway(config, { seed, previous: this.gateway, headers: this.headers });
     } catch (cause) {
       if (cause instanceof GatewayConfigError) throw cause;
       throw new DeviceConfigError(`gateway: ${(cause as Error).message}`, { cause });
@@ -620,6 +683,96 @@ export class Device implements PacketEngine {
     this.log.info(
       `device: gateway on senders=${d.senders} rules=${d.rules} intervals=${d.intervals} max_flows=${next.flows.maxEntries} flows_revoked=${revoked}`,
     );
+  }
+
+  /**
+   * Inbound ACLs (stage I10; acl.ts): what each peer may send to this device itself, gateway or
+   * not. null (the default) lets every packet through, as before ACLs existed; a list (even [])
+   * turns them on: a peer without an entry may then send only answers to this device's own
+   * flows, which O4 starts recording now (connections opened before ACLs were on are not known:
+   * turn them on before traffic flows). Idempotent; validates before changing anything. A new
+   * list keeps the own flows, except UDP and other portless flows the old rules admitted the
+   * peer's side of and the new ones do not (they may be answers to the peer, not our own).
+   */
+  setInboundRules(rules: readonly InboundAcl[] | null): void {
+    if (rules === null) {
+      if (this.acl !== null) this.log.info("device: inbound acl off");
+      this.acl = null;
+      this.ownFlows = null;
+      for (const peer of this.peers.values()) peer.acl = null;
+      return;
+    }
+    let next: InboundAclFilter;
+    try {
+      next = new InboundAclFilter(rules);
+    } catch (cause) {
+      if (cause instanceof AclConfigError) throw cause;
+      throw new DeviceConfigError(`inbound acl: ${(cause as Error).message}`, { cause });
+    }
+    const previous = this.acl;
+    if (this.ownFlows === null) {
+      const b = this.random(4);
+      const seed = b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24);
+      this.ownFlows = new FlowTracker(new FlowTable({ maxEntries: this.maxOwnFlows, seed }), this.ownFlowTimeouts, true);
+    }
+    this.acl = next;
+    for (const peer of this.peers.values()) peer.acl = next.peer(peer.keyText);
+    const revoked = previous === null ? 0 : this.revalidateOwnFlows(previous, next);
+    const d = next.describe();
+    this.log.info(`device: inbound acl on peers=${d.peers} rules=${d.rules} groups=${d.groups} flows_revoked=${revoked}`);
+  }
+
+  /**
+   * After an ACL change: forgets own UDP/other flows whose answers the old rules admitted from
+   * their peer and the new ones do not. Such a flow may have been opened by our answer to the
+   * peer (only TCP tells a SYN apart), and would keep the peer's side open past the revocation;
+   * if it was ours, our next packet opens it again.
+   */
+  private revalidateOwnFlows(previous: InboundAclFilter, next: InboundAclFilter): number {
+    const own = this.ownFlows!;
+    const now = this.now();
+    const k = own.flows.key;
+    const h = this.headers;
+    const addr = this.addr16;
+    return own.flows.retain((_slot, expiresAt) => {
+      if (expiresAt <= now) return false;
+      const meta = k[0]!;
+      if ((meta & KEY_FRAGMENT) !== 0) return true;
+      const v6 = (meta & KEY_V6) !== 0;
+      const proto = meta & 0xff;
+      if (proto === PROTO_TCP || proto === (v6 ? PROTO_ICMPV6 : PROTO_ICMP)) return true;
+      // The answer's headers: from the remote end (key words 5..8) to us (1..4), ports swapped.
+      h.family = v6 ? 6 : 4;
+      h.proto = proto;
+      h.s0 = k[5]!;
+      h.s1 = k[6]!;
+      h.s2 = k[7]!;
+      h.s3 = k[8]!;
+      h.d0 = k[1]!;
+      h.d1 = k[2]!;
+      h.d2 = k[3]!;
+      h.d3 = k[4]!;
+      h.sport = k[9]! & 0xffff;
+      h.dport = k[9]! >>> 16;
+      h.fragment = FRAG_NONE;
+      h.icmpType = -1;
+      let peer: Peer | undefined;
+      if (!v6) {
+        peer = this.routes.lookupV4(h.s3);
+      } else {
+        for (let i = 0; i < 4; i++) {
+          const w = k[5 + i]!;
+          addr[4 * i] = w >>> 24;
+          addr[4 * i + 1] = (w >>> 16) & 255;
+          addr[4 * i + 2] = (w >>> 8) & 255;
+          addr[4 * i + 3] = w & 255;
+        }
+        peer = this.routes.lookup(addr);
+      }
+      if (peer === undefined) return true;
+      const before = previous.peer(peer.keyText)?.permits(h) ?? false;
+      return !before || (next.peer(peer.keyText)?.permits(h) ?? false);
+    });
   }
 
   /**
@@ -778,11 +931,29 @@ export class Device implements PacketEngine {
     }
     // O4 flow
     const gateway = this.gateway;
+    const own = this.ownFlows;
+    let parsed = false;
     if (gateway !== null) {
       const verdict = gateway.outbound(packet, len, this.now());
-      if (verdict !== ALLOW) {
+      if (verdict === ALLOW) {
+        this.transmit(peer, packet, len); // a LAN's answer, forwarded: not our own flow
+        return;
+      }
+      if (verdict !== SELF) {
         if (verdict === MALFORMED_IP) this.drop(null, "malformed-tun-packet");
         else this.drop(peer, gateway.count(verdict));
+        return;
+      }
+      parsed = true;
+    }
+    if (own !== null) {
+      const h = this.headers;
+      if (!parsed && h.parse(packet, len) !== PARSE_OK) {
+        this.drop(null, "malformed-tun-packet");
+        return;
+      }
+      if (h.fragment !== FRAG_LATER && own.open(h, this.now()) === TABLE_FULL) {
+        this.drop(peer, "flow-table-full");
         return;
       }
     }
@@ -1371,15 +1542,47 @@ export class Device implements PacketEngine {
     }
     // I9 gateway
     const gateway = this.gateway;
+    let parsed = false;
     if (gateway !== null) {
       const verdict = gateway.inbound(peer.gatewaySender, buf, length, this.now());
-      if (verdict !== ALLOW) {
+      if (verdict === ALLOW) {
+        this.tun.writePacket(buf.subarray(0, length)); // forwarded into a LAN: I11
+        return;
+      }
+      if (verdict !== SELF) {
         this.drop(peer, gateway.count(verdict));
         return;
       }
+      parsed = true;
     }
-    // I10 deliver
+    // I10 acl
+    if (this.ownFlows !== null) {
+      if (!parsed && this.headers.parse(buf, length) !== PARSE_OK) {
+        this.drop(peer, "malformed-ip");
+        return;
+      }
+      const reason = this.inboundAcl(peer);
+      if (reason !== null) {
+        this.drop(peer, reason);
+        return;
+      }
+    }
+    // I11 deliver
     this.tun.writePacket(buf.subarray(0, length));
+  }
+
+  /** I10 on the parsed headers: null to deliver, else the drop reason. */
+  private inboundAcl(peer: Peer): DropReason | null {
+    const h = this.headers;
+    const own = this.ownFlows!;
+    const now = this.now();
+    if (h.fragment === FRAG_LATER) return own.fragmentKnown(h, now) ? null : "acl-denied";
+    if (!own.answer(h, now)) {
+      const acl = peer.acl;
+      if (acl === null || !acl.permits(h)) return "acl-denied";
+    }
+    if (h.fragment === FRAG_FIRST && !own.recordFragment(h, now)) return "flow-table-full";
+    return null;
   }
 
   /** Roaming: the endpoint follows the source of authenticated packets. */
@@ -1414,6 +1617,7 @@ export class Device implements PacketEngine {
     const now = this.now();
     let next = now + MAX_TICK_MS;
     this.gateway?.sweep(now);
+    this.ownFlows?.sweep(now);
     this.pins?.sweep(now, PIN_SWEEP_SLOTS);
     for (const peer of this.peers.values()) {
       const bits = peer.timers.takeExpired(now);
@@ -1494,7 +1698,15 @@ export class Device implements PacketEngine {
       cookieRepliesSent: this.cookieRepliesSent,
       underLoad: this.now() < this.underLoadUntilMs,
       routes: this.routeStats(),
+      acl: this.aclStats(),
     };
+  }
+
+  private aclStats(): AclStats | null {
+    const acl = this.acl;
+    const own = this.ownFlows;
+    if (acl === null || own === null) return null;
+    return { peers: acl.peerCount, rules: acl.ruleCount, flows: own.flows.size, maxFlows: own.flows.maxEntries };
   }
 
   private routeStats(): RouteStats | null {

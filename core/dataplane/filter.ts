@@ -16,13 +16,13 @@
  * - `gateway-source-spoofed`: the source is not one of the sender's `virtualAddresses`. (A client
  *   given extra allowed IPs by hand, or a gateway peer with a subnet behind it, still cannot
  *   forward for addresses that are not its own.)
- * - `gateway-local-address`: the destination is one of the gateway's own `localAddresses`. A
- *   subnet grant never reaches them, not even when the granted subnet contains the gateway's LAN
- *   address. Traffic to the gateway's virtual addresses (local addresses inside the overlay
- *   network) is the gateway's own inbound traffic: with `directTraffic: "pass"` (the default)
- *   this filter leaves it alone, as a Device that is not a gateway would; with "filter" it is
- *   allowed only by the sender's `directAllow` rules (protocol and ports; the flow table adds
- *   replies to connections the gateway opened itself), never by a grant.
+ * - `gateway-local-address`: the destination is one of the gateway's own `localAddresses`
+ *   outside the overlay (its LAN side). A subnet grant never reaches them, not even when the
+ *   granted subnet contains the gateway's LAN address, and nothing else opens them either.
+ * - SELF (not a drop): the destination is one of the gateway's virtual addresses (its local
+ *   addresses inside the overlay network). That is the gateway's own inbound traffic, decided by
+ *   the Device's inbound ACLs (acl.ts, stage I10) exactly as on a device that is no gateway; a
+ *   grant never opens it.
  * - `gateway-no-grant`: no allow rule covers the packet, a deny rule does, the sender has no
  *   entry, or the destination is another overlay address (the gateway does not relay overlay to
  *   overlay; grants are for LAN subnets).
@@ -51,12 +51,6 @@ export interface GatewayRule {
   ports?: string;
 }
 
-/** A rule for traffic to the gateway's own virtual address: the destination is implied. */
-export interface GatewayDirectRule {
-  protocol: GatewayProtocol;
-  ports?: string;
-}
-
 export interface GatewaySenderConfig {
   /** The sending peer's public key (base64). */
   peerPublicKey: string;
@@ -65,8 +59,6 @@ export interface GatewaySenderConfig {
   allow: GatewayRule[];
   /** Rules that win over every allow rule (a NetMap's deny gateway rules). */
   deny?: GatewayRule[];
-  /** What it may send to the gateway's virtual address when `directTraffic` is "filter". */
-  directAllow?: GatewayDirectRule[];
 }
 
 export interface GatewayFilterConfig {
@@ -75,11 +67,9 @@ export interface GatewayFilterConfig {
   localAddresses: string[];
   /** The overlay network prefix(es), e.g. "100.96.0.0/12" (and an IPv6 one). */
   overlayNetwork: string | string[];
-  /** Traffic to the gateway's virtual address: "pass" (default) or "filter" by `directAllow`. */
-  directTraffic?: "pass" | "filter";
 }
 
-/** The verdicts of check: 0 allows; the rest index GATEWAY_REASONS. */
+/** The verdicts of check: 0 allows, SELF hands over to the Device; the rest index GATEWAY_REASONS. */
 export const ALLOW = 0;
 export const MALFORMED_IP = 1;
 export const SOURCE_SPOOFED = 2;
@@ -88,6 +78,8 @@ export const LOCAL_ADDRESS = 4;
 export const FRAGMENT = 5;
 export const UNSOLICITED = 6;
 export const FLOW_TABLE_FULL = 7;
+/** Not forwarded and not dropped: the gateway's own traffic (see the module comment). */
+export const SELF = 8;
 
 export const GATEWAY_REASONS = [
   "allow",
@@ -98,8 +90,9 @@ export const GATEWAY_REASONS = [
   "gateway-fragment",
   "gateway-unsolicited",
   "flow-table-full",
+  "self",
 ] as const;
-export type GatewayDropReason = Exclude<(typeof GATEWAY_REASONS)[number], "allow">;
+export type GatewayDropReason = Exclude<(typeof GATEWAY_REASONS)[number], "allow" | "self">;
 
 /** Where a packet from the overlay is going, as the gateway sees it. */
 export const DEST_FORWARD = 0;
@@ -151,8 +144,6 @@ export class GatewaySender {
     readonly v4Verdicts: Int32Array,
     readonly v6Starts: Uint32Array,
     readonly v6Verdicts: Int32Array,
-    /** Verdict id for traffic to the gateway's virtual address (-1: nothing). */
-    readonly direct: number,
   ) {
     this.buildV4Index();
   }
@@ -267,7 +258,8 @@ function bytesToBig(bytes: Uint8Array): bigint {
   return n;
 }
 
-function parseDestination(text: string, where: string): { family: Family; lo: bigint; hi: bigint } {
+/** A destination (or source) as an inclusive range: an address, a prefix "a/len" or a range "lo-hi". */
+export function parseDestination(text: string, where: string): { family: Family; lo: bigint; hi: bigint } {
   try {
     const dash = text.indexOf("-");
     if (dash >= 0) {
@@ -289,7 +281,8 @@ function parseDestination(text: string, where: string): { family: Family; lo: bi
   }
 }
 
-function parsePorts(rule: { protocol: GatewayProtocol; ports?: string }, where: string): [number, number] {
+/** The rule's destination ports as [lo, hi] ([0, 65535] when absent); ports need tcp or udp. */
+export function parsePorts(rule: { protocol: GatewayProtocol; ports?: string }, where: string): [number, number] {
   const { protocol, ports } = rule;
   if (protocol !== "any" && protocol !== "tcp" && protocol !== "udp" && protocol !== "icmp") {
     throw new GatewayConfigError(`${where}: protocol ${JSON.stringify(protocol)} is not any, tcp, udp or icmp`);
@@ -308,7 +301,7 @@ function parsePorts(rule: { protocol: GatewayProtocol; ports?: string }, where: 
 }
 
 /** Sorted, merged union of [lo, hi] pairs. */
-function unionRanges(ranges: [number, number][]): [number, number][] {
+export function unionRanges(ranges: [number, number][]): [number, number][] {
   ranges.sort((a, b) => a[0] - b[0]);
   const out: [number, number][] = [];
   for (const [lo, hi] of ranges) {
@@ -320,7 +313,7 @@ function unionRanges(ranges: [number, number][]): [number, number][] {
 }
 
 /** a minus b, both sorted and merged. */
-function subtractRanges(a: [number, number][], b: [number, number][]): [number, number][] {
+export function subtractRanges(a: [number, number][], b: [number, number][]): [number, number][] {
   const out: [number, number][] = [];
   for (const [lo0, hi] of a) {
     let lo = lo0;
@@ -335,9 +328,10 @@ function subtractRanges(a: [number, number][], b: [number, number][]): [number, 
   return out;
 }
 
-type ProtoRule = Pick<ParsedRule, "protocol" | "portLo" | "portHi" | "deny">;
+export type ProtoRule = Pick<ParsedRule, "protocol" | "portLo" | "portHi" | "deny">;
 
-function verdictOf(rules: readonly ProtoRule[]): { tcp: [number, number][]; udp: [number, number][]; icmp: boolean; other: boolean } {
+/** Per protocol, what `rules` let through: allow rules minus deny rules (ports merged). */
+export function verdictOf(rules: readonly ProtoRule[]): { tcp: [number, number][]; udp: [number, number][]; icmp: boolean; other: boolean } {
   const ports = (proto: "tcp" | "udp", deny: boolean) =>
     unionRanges(
       rules
@@ -375,7 +369,6 @@ function addressWords(bytes: Uint8Array): [number, number, number, number] {
 }
 
 export class GatewayFilter {
-  readonly directPass: boolean;
   private readonly senders = new Map<string, GatewaySender>();
   /** Senders by "family:w0:w1:w2:w3" of each virtual address (re-checking flows; not per packet). */
   private readonly bySource = new Map<string, GatewaySender>();
@@ -394,10 +387,6 @@ export class GatewayFilter {
 
   constructor(config: GatewayFilterConfig) {
     const where = "gateway";
-    this.directPass = (config.directTraffic ?? "pass") === "pass";
-    if (config.directTraffic !== undefined && config.directTraffic !== "pass" && config.directTraffic !== "filter") {
-      throw new GatewayConfigError(`${where}.directTraffic must be "pass" or "filter", got ${JSON.stringify(config.directTraffic)}`);
-    }
     const overlayTexts = typeof config.overlayNetwork === "string" ? [config.overlayNetwork] : config.overlayNetwork;
     this.overlayPrefixes = overlayTexts.map((t, i) => {
       try {
@@ -464,14 +453,6 @@ export class GatewayFilter {
       s.allow.forEach((r, j) => parseRule(r, `${at}.allow[${j}]`, false));
       (s.deny ?? []).forEach((r, j) => parseRule(r, `${at}.deny[${j}]`, true));
       ruleCount += rules.length;
-      let direct = -1;
-      if (s.directAllow !== undefined) {
-        const directRules = s.directAllow.map((r, j): ProtoRule => {
-          const [portLo, portHi] = parsePorts(r, `${at}.directAllow[${j}]`);
-          return { protocol: r.protocol, portLo, portHi, deny: false };
-        });
-        direct = this.internVerdict(directRules);
-      }
       const [v4Starts, v4Verdicts] = this.compileFamily(rules.filter((r) => r.family === 4), 4);
       const [v6Starts, v6Verdicts] = this.compileFamily(rules.filter((r) => r.family === 6), 6);
       const sender = new GatewaySender(
@@ -482,7 +463,6 @@ export class GatewayFilter {
         v4Verdicts,
         v6Starts,
         v6Verdicts,
-        direct,
       );
       this.senders.set(keyText, sender);
       for (const w of ownV4) this.bySource.set(`4:0:0:0:${w}`, sender);
@@ -580,25 +560,16 @@ export class GatewayFilter {
     return false;
   }
 
-  /** Whether the packet's source is one of the gateway's virtual addresses. */
-  fromSelfVirtual(h: PacketHeaders): boolean {
-    return matchAddress(this.virtual, h, true);
-  }
-
   /**
-   * ALLOW or a reason for a packet from the overlay, decrypted and past cryptokey routing.
+   * ALLOW, SELF or a reason for a packet from the overlay, decrypted and past cryptokey routing.
    * `sender` is the sending peer's compiled entry (null when it has none); `kind` is
    * destinationKind(h). No allocation.
    */
   check(sender: GatewaySender | null, h: PacketHeaders, kind: number): number {
-    if (kind === DEST_SELF_VIRTUAL && this.directPass) return ALLOW;
-    if (sender === null) return kind === DEST_FORWARD || kind === DEST_OVERLAY ? NO_GRANT : LOCAL_ADDRESS;
+    if (kind === DEST_SELF_VIRTUAL) return SELF;
+    if (sender === null) return kind === DEST_SELF_OTHER ? LOCAL_ADDRESS : NO_GRANT;
     if (!sender.ownsSource(h)) return SOURCE_SPOOFED;
     if (kind === DEST_SELF_OTHER) return LOCAL_ADDRESS;
-    if (kind === DEST_SELF_VIRTUAL) {
-      if (h.fragment === FRAG_LATER) return FRAGMENT;
-      return sender.direct >= 0 && this.permits(sender.direct, h) ? ALLOW : LOCAL_ADDRESS;
-    }
     if (kind === DEST_OVERLAY) return NO_GRANT;
     if (h.fragment === FRAG_LATER) return FRAGMENT;
     const id = sender.verdictFor(h);

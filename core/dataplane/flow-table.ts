@@ -1,8 +1,9 @@
 /**
  * @module core/dataplane/flow-table
- * The gateway's connection table: which flows the overlay side opened, so that a packet from a
- * LAN is forwarded into the tunnel only when it answers one (DESIGN.md "How a packet travels",
- * step 5). A fixed-capacity open-addressing hash table in typed arrays: linear probing over a
+ * The connection table under flow-tracker.ts: the gateway's (which flows the overlay side opened,
+ * so that a packet from a LAN is forwarded into the tunnel only when it answers one: DESIGN.md
+ * "How a packet travels", step 5) and, with inbound ACLs, the device's own (which flows it opened
+ * toward its peers). A fixed-capacity open-addressing hash table in typed arrays: linear probing over a
  * power-of-two slot count at most half full, backward-shift deletion (no tombstones), a keyed
  * hash of the tuple (the seed comes from the Device's random source, so a client cannot pick
  * ports that collide), and no allocation on find, upsert or sweep.
@@ -12,7 +13,7 @@
  *   [5..8] destination address words               [9] sourcePort << 16 | destinationPort
  * (IPv4 addresses sit in the last word of the four; KEY_FRAGMENT entries hold a fragment id in
  * word 9.) Each entry also keeps an expiry (ms, from the injected clock) and one state byte the
- * caller owns (core/dataplane/gateway.ts keeps TCP/UDP flags there).
+ * caller owns (flow-tracker.ts keeps TCP/UDP flags there).
  *
  * When the table is full, a new flow is refused (the caller drops the packet as
  * `flow-table-full`) rather than evicting a live one: eviction would let one client flush the

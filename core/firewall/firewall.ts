@@ -22,9 +22,13 @@
  *    are explicitly ACCEPTed, which matters where a foreign FORWARD policy is DROP (Docker).
  * 3. The gateway's own services (`protectGatewayInput`): a subnet grant is not a grant of the
  *    gateway. INPUT from the tunnel interface is dropped except ESTABLISHED/RELATED (answers to
- *    connections the gateway opened, ICMP errors for PMTU) and `inputAllow` (what the agent
- *    itself serves on its overlay address; the agent passes DNS 53/udp+tcp for the gateway
- *    forwarder). The WireGuard UDP port arrives on the uplink, not the tunnel: unaffected.
+ *    connections the gateway opened, ICMP errors for PMTU), `inputAllow` (what the agent itself
+ *    serves; the agent passes DNS 53/udp+tcp for the gateway forwarder) and anything addressed to
+ *    `tunnelAddresses`, the gateway's virtual address(es): the Device's inbound ACLs (stage I10)
+ *    have already let only what a direct policy allows through to them, so the kernel must not
+ *    drop it again. Everything else from the tunnel, the gateway's LAN addresses above all, stays
+ *    closed, whatever the Device lets through. The WireGuard UDP port arrives on the uplink, not
+ *    the tunnel: unaffected.
  * 4. MSS clamping (`mssClamp`): TCP SYNs forwarded into or out of the tunnel get their MSS
  *    clamped to the route's path MTU, so full-size segments fit the tunnel's smaller MTU.
  *
@@ -65,6 +69,11 @@ export interface FirewallConfig {
   protectGatewayInput: boolean;
   /** Services the agent itself offers to the tunnel while protectGatewayInput is on. Default none. */
   inputAllow?: InputAllow[];
+  /**
+   * The gateway's own overlay address(es): with protectGatewayInput, everything from the tunnel
+   * addressed to them is accepted. Only for a Device that enforces inbound ACLs. Default none.
+   */
+  tunnelAddresses?: string[];
 }
 
 /** One thing set()/cleanup() changed in the OS, for logs and tests. */
@@ -118,6 +127,8 @@ export interface NormalConfig {
   mssClamp: boolean;
   protectGatewayInput: boolean;
   inputAllow: InputAllow[];
+  /** Canonical, sorted, each once. */
+  tunnelAddresses: { family: Family; text: string }[];
   families: Family[];
 }
 
@@ -176,6 +187,15 @@ export function normaliseConfig(config: FirewallConfig): NormalConfig {
     return { protocol: a.protocol, port: a.port };
   });
   const uniqueAllow = [...new Map(inputAllow.map((a) => [`${a.protocol}/${a.port}`, a])).values()];
+  if (config.tunnelAddresses !== undefined && !Array.isArray(config.tunnelAddresses)) throw new FirewallConfigError("tunnelAddresses must be an array");
+  const tunnelAddresses = [
+    ...new Map(
+      (config.tunnelAddresses ?? []).map((text, i) => {
+        const a = wrap(`tunnelAddresses[${i}]`, () => parseAddress(text));
+        return [a.text, { family: a.family, text: a.text }] as const;
+      }),
+    ).values(),
+  ].sort((a, b) => a.family - b.family || cmp(a.text, b.text));
   const families: Family[] = subnets.some((s) => s.prefix.family === 6) ? [4, 6] : [4];
   return {
     tunnelInterface,
@@ -184,6 +204,7 @@ export function normaliseConfig(config: FirewallConfig): NormalConfig {
     mssClamp: config.mssClamp === true,
     protectGatewayInput: config.protectGatewayInput === true,
     inputAllow: uniqueAllow,
+    tunnelAddresses,
     families,
   };
 }

@@ -8,7 +8,8 @@
  *
  *   nat     POSTROUTING → WAYGATE-POSTROUTING   SNAT / MASQUERADE / ACCEPT (no NAT), per subnet
  *   filter  FORWARD     → WAYGATE-FORWARD       stateful tunnel ingress + overlay → subnet ACCEPT
- *   filter  INPUT       → WAYGATE-INPUT         the gateway's own services (protectGatewayInput)
+ *   filter  INPUT       → WAYGATE-INPUT         the gateway's own services (protectGatewayInput):
+ *                                               established, inputAllow, to tunnelAddresses, DROP
  *   mangle  FORWARD     → WAYGATE-MSS           TCPMSS --clamp-mss-to-pmtu (mssClamp)
  *
  * Rules are rendered in the exact text `iptables-save` prints (option order -s -d -i -o -p -m,
@@ -82,6 +83,7 @@ export function renderIptables(config: FirewallConfig | NormalConfig): IptablesC
       chain("WAYGATE-INPUT", [
         `-i ${T} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
         ...c.inputAllow.map((a) => `-i ${T} -p ${a.protocol} -m ${a.protocol} --dport ${a.port} -j ACCEPT`),
+        ...c.tunnelAddresses.filter((a) => a.family === family).map((a) => `-d ${a.text}/${family === 4 ? 32 : 128} -i ${T} -j ACCEPT`),
         `-i ${T} -j DROP`,
       ]);
     }

@@ -6,7 +6,9 @@
  *
  *   chain postrouting  nat    hook postrouting priority srcnat - 1   SNAT / masquerade / accept
  *   chain forward      filter hook forward     priority filter - 1   stateful tunnel ingress
- *   chain input        filter hook input       priority filter - 1   gateway's own services
+ *   chain input        filter hook input       priority filter - 1   gateway's own services:
+ *                                                                        established, inputAllow,
+ *                                                                        to tunnelAddresses, drop
  *   chain mss          filter hook forward     priority mangle       maxseg size set rt mtu
  *
  * `renderNftables` returns the table in the exact text `nft list table inet waygate` prints, so
@@ -66,6 +68,7 @@ export function renderNftables(config: FirewallConfig | NormalConfig): string {
     chain("input", "type filter hook input priority filter - 1; policy accept;", [
       `iifname ${T} ct state established,related accept`,
       ...c.inputAllow.map((a) => `iifname ${T} ${a.protocol} dport ${a.port} accept`),
+      ...c.tunnelAddresses.map((a) => `iifname ${T} ${a.family === 4 ? "ip" : "ip6"} daddr ${a.text} accept`),
       `iifname ${T} counter drop`,
     ]);
   }

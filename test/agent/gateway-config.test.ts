@@ -6,7 +6,7 @@
  * MASQUERADE for the default route, NAT off kept, unplaceable subnets reported), the Router's
  * config (overlay prefixes left out, bypass for the control plane and every peer endpoint, LAN
  * access and fail-closed passed through), and a check that the Device filter and the Firewall
- * accept what is produced.
+ * accept what is produced; with inboundAclsEnforced the Firewall accepts the virtual address.
  */
 import { describe, expect, test } from "bun:test";
 import type { DiscoveredAddress } from "../../core/agent/agent.ts";
@@ -118,6 +118,15 @@ describe("firewallConfig", () => {
       inputAllow: [{ protocol: "udp", port: 53 }, { protocol: "tcp", port: 53 }],
     });
     expect(() => normaliseConfig(plan.config)).not.toThrow();
+  });
+
+  test("inboundAclsEnforced: the gateway's virtual address becomes a tunnel address INPUT accepts; off by default", () => {
+    const nm = gatewayNetMap();
+    const on = firewallConfig(nm, { addresses: LAN }, { tunnelInterface: "wg0", inboundAclsEnforced: true })!;
+    expect(on.config.tunnelAddresses).toEqual(["100.64.0.1"]);
+    expect(normaliseConfig(on.config).tunnelAddresses).toEqual([{ family: 4, text: "100.64.0.1" }]);
+    expect("tunnelAddresses" in firewallConfig(nm, { addresses: LAN }, { tunnelInterface: "wg0" })!.config).toBe(false);
+    expect("tunnelAddresses" in firewallConfig(nm, { addresses: LAN }, { tunnelInterface: "wg0", inboundAclsEnforced: false })!.config).toBe(false);
   });
 
   test("a subnet inside a connected one, one containing two LANs, the default route (MASQUERADE), an unplaceable one", () => {

@@ -59,6 +59,7 @@ export function contractConfigs(h: { tunnel: string; lan: string }): Record<"mai
     mssClamp: true,
     protectGatewayInput: true,
     inputAllow: [{ protocol: "udp", port: 53 }, { protocol: "tcp", port: 53 }],
+    tunnelAddresses: ["100.64.0.1"],
   };
   const other: FirewallConfig = {
     ...main,
@@ -70,6 +71,7 @@ export function contractConfigs(h: { tunnel: string; lan: string }): Record<"mai
     ...main,
     overlayNetwork6: "fd7a:115c:a1e0::/48",
     subnets: [...main.subnets, { prefix: "fd00:26::/64", nat: true, lanInterface: h.lan }],
+    tunnelAddresses: ["100.64.0.1", "fd7a:115c:a1e0::1"],
   };
   return { main, other, v6 };
 }

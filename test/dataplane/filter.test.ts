@@ -2,8 +2,9 @@
  * @module test/dataplane/filter
  * The gateway access filter against a brute-force oracle (every rule scanned, bigint addresses)
  * over random rule sets and packets with fixed seeds, plus the named cases: single IP, range,
- * prefix, port range, protocol, deny over allow, spoofed sources, the gateway's own addresses,
- * grants not leaking into other subnets, later fragments, IPv6, and config errors.
+ * prefix, port range, protocol, deny over allow, spoofed sources, the gateway's own addresses
+ * (LAN side closed; virtual address handed to the Device's inbound ACLs as "self"), grants not
+ * leaking into other subnets, later fragments, IPv6, and config errors.
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
@@ -65,13 +66,11 @@ function protoNumber(spec: PacketSpec, v6: boolean): number {
   return spec.proto;
 }
 
-function ruleMatches(rule: GatewayRule | { protocol: GatewayRule["protocol"]; ports?: string }, spec: PacketSpec, withDest: boolean): boolean {
+function ruleMatches(rule: GatewayRule, spec: PacketSpec): boolean {
   const v6 = spec.dst.includes(":");
-  if (withDest) {
-    const r = rangeOf((rule as GatewayRule).destination);
-    const d = big(spec.dst);
-    if (r.v6 !== v6 || d < r.lo || d > r.hi) return false;
-  }
+  const r = rangeOf(rule.destination);
+  const d = big(spec.dst);
+  if (r.v6 !== v6 || d < r.lo || d > r.hi) return false;
   const p = protoNumber(spec, v6);
   const port = spec.dport ?? (p === 6 ? 80 : 53);
   const inPorts = () => {
@@ -105,21 +104,17 @@ function oracle(config: GatewayFilterConfig, key: string | null, spec: PacketSpe
       : inOverlay(spec.dst)
         ? "overlay"
         : "forward";
-  const pass = (config.directTraffic ?? "pass") === "pass";
-  if (kind === "self-virtual" && pass) return "allow";
+  // The gateway's virtual address: the Device's inbound ACLs decide, never a grant.
+  if (kind === "self-virtual") return "self";
   const sender = config.senders.find((s) => s.peerPublicKey === key);
-  if (sender === undefined) return kind === "forward" || kind === "overlay" ? "gateway-no-grant" : "gateway-local-address";
+  if (sender === undefined) return kind === "self-other" ? "gateway-local-address" : "gateway-no-grant";
   if (!sender.virtualAddresses.some((a) => same(a, spec.src))) return "gateway-source-spoofed";
   if (kind === "self-other") return "gateway-local-address";
   const later = (spec.fragOffset ?? 0) > 0;
-  if (kind === "self-virtual") {
-    if (later) return "gateway-fragment";
-    return (sender.directAllow ?? []).some((r) => ruleMatches(r, spec, false)) ? "allow" : "gateway-local-address";
-  }
   if (kind === "overlay") return "gateway-no-grant";
   if (later) return "gateway-fragment";
-  const allowed = sender.allow.some((r) => ruleMatches(r, spec, true));
-  const denied = (sender.deny ?? []).some((r) => ruleMatches(r, spec, true));
+  const allowed = sender.allow.some((r) => ruleMatches(r, spec));
+  const denied = (sender.deny ?? []).some((r) => ruleMatches(r, spec));
   return allowed && !denied ? "allow" : "gateway-no-grant";
 }
 
@@ -174,20 +169,13 @@ const arbSpec = fc.integer({ min: 0, max: 9 }).chain((f) => {
   }) as fc.Arbitrary<PacketSpec>;
 });
 
-const baseConfig = (allow: GatewayRule[], deny: GatewayRule[], direct: "pass" | "filter"): GatewayFilterConfig => ({
+const baseConfig = (allow: GatewayRule[], deny: GatewayRule[]): GatewayFilterConfig => ({
   senders: [
-    {
-      peerPublicKey: KEY_A,
-      virtualAddresses: ["100.64.0.2", "fd7a::2"],
-      allow,
-      deny,
-      directAllow: [{ protocol: "icmp" }, { protocol: "tcp", ports: "22" }],
-    },
+    { peerPublicKey: KEY_A, virtualAddresses: ["100.64.0.2", "fd7a::2"], allow, deny },
     { peerPublicKey: KEY_B, virtualAddresses: ["100.64.0.3", "fd7a::3"], allow: deny, deny: [] },
   ],
   localAddresses: ["100.64.0.1", "fd7a::1", "172.26.0.1", "fd10::1"],
   overlayNetwork: ["100.64.0.0/10", "fd7a::/64"],
-  directTraffic: direct,
 });
 
 describe("GatewayFilter against a brute-force oracle", () => {
@@ -196,10 +184,9 @@ describe("GatewayFilter against a brute-force oracle", () => {
       fc.property(
         fc.array(arbRule, { minLength: 0, maxLength: 25 }),
         fc.array(arbRule, { maxLength: 4 }),
-        fc.constantFrom("pass", "filter" as const),
         fc.array(fc.tuple(fc.constantFrom(KEY_A, KEY_B, null), arbSpec), { minLength: 30, maxLength: 30 }),
-        (allow, deny, direct, packets) => {
-          const config = baseConfig(allow, deny, direct);
+        (allow, deny, packets) => {
+          const config = baseConfig(allow, deny);
           const filter = new GatewayFilter(config);
           for (const [key, spec] of packets) {
             const got = verdictOf(filter, key, spec);
@@ -215,7 +202,7 @@ describe("GatewayFilter against a brute-force oracle", () => {
   test("every address of a dense rule set agrees with the oracle (exhaustive over the space)", () => {
     fc.assert(
       fc.property(fc.array(arbRule, { minLength: 1, maxLength: 40 }), (allow) => {
-        const config = baseConfig(allow, [], "pass");
+        const config = baseConfig(allow, []);
         const filter = new GatewayFilter(config);
         for (let n = 0; n <= 60; n++) {
           for (const spec of [
@@ -315,18 +302,12 @@ describe("GatewayFilter cases", () => {
     expect(verdictOf(f, KEY_A, tcp("172.26.0.2", 22))).toBe("allow");
   });
 
-  test("the gateway's virtual address: passed by default, else only by directAllow (never a grant)", () => {
+  test("the gateway's virtual address is handed to the Device's inbound ACLs, whatever the grants", () => {
     const allow = [{ destination: "0.0.0.0/0", protocol: "any" as const }];
-    expect(verdictOf(filterWith(allow), KEY_A, tcp("100.64.0.1", 22))).toBe("allow");
-    const f = new GatewayFilter({
-      senders: [{ peerPublicKey: KEY_A, virtualAddresses: ["100.64.0.2"], allow, directAllow: [{ protocol: "tcp", ports: "53" }] }],
-      localAddresses: ["100.64.0.1"],
-      overlayNetwork: "100.64.0.0/10",
-      directTraffic: "filter",
-    });
-    expect(verdictOf(f, KEY_A, tcp("100.64.0.1", 22))).toBe("gateway-local-address");
-    expect(verdictOf(f, KEY_A, tcp("100.64.0.1", 53))).toBe("allow");
-    expect(verdictOf(f, KEY_A, tcp("100.64.0.1", 53, "100.64.0.9"))).toBe("gateway-source-spoofed");
+    const f = filterWith(allow);
+    expect(verdictOf(f, KEY_A, tcp("100.64.0.1", 22))).toBe("self");
+    expect(verdictOf(f, KEY_B, tcp("100.64.0.1", 22, "100.64.0.3"))).toBe("self");
+    expect(verdictOf(f, KEY_A, tcp("100.64.0.1", 22, "100.64.0.9"))).toBe("self"); // the ACL checks the source
     // A 0.0.0.0/0 grant does not relay to other overlay addresses either.
     expect(verdictOf(f, KEY_A, tcp("100.64.0.7", 80))).toBe("gateway-no-grant");
   });

@@ -5,7 +5,8 @@
  * gateway's TUN. The client's ICMP and TCP reach the printer and the printer's answers come back;
  * the printer can never initiate; grants are exact (host and port), do not leak, and cannot be
  * widened from the client side; ICMP errors, fragments, the flow cap, the gateway's own
- * addresses, revocation on a new config, and setGateway(null).
+ * addresses (the virtual one left to the inbound ACLs), revocation on a new config, and
+ * setGateway(null).
  */
 import { describe, expect, test } from "bun:test";
 import { Device, type PeerConfig } from "../../core/dataplane/device.ts";
@@ -61,7 +62,6 @@ function rig(options: { gateway?: Partial<GatewayConfig> | null; clientAllowedIp
           { destination: PRINTER, protocol: "icmp" },
           { destination: "172.26.0.53", protocol: "udp", ports: "53" },
         ],
-        directAllow: [{ protocol: "icmp" }],
       },
     ],
     localAddresses: [GW, "172.26.0.1"],
@@ -149,19 +149,20 @@ describe("client -> gateway -> printer", () => {
     expect(r.gwPeer().drops).toEqual({ "gateway-source-spoofed": 1 });
   });
 
-  test("the gateway's own addresses: its LAN address is never reached; its virtual one by directAllow", () => {
-    const r = rig({ gateway: { directTraffic: "filter" } });
+  test("the gateway's own addresses: its LAN address is never reached; its virtual one by its inbound ACL", () => {
+    const r = rig();
+    r.gateway.device.setInboundRules([{ peerPublicKey: r.client.publicKey, allow: [{ source: CLIENT, destination: GW, protocol: "icmp" }] }]);
     expect(r.fromClient(syn("172.26.0.1", 22))).toEqual([]);
     expect(r.fromClient(syn(GW, 22))).toEqual([]);
     const ping = ipPacket({ src: CLIENT, dst: GW, proto: "icmp" });
     expect(r.fromClient(ping)).toEqual([ping]);
-    expect(r.gwPeer().drops).toEqual({ "gateway-local-address": 2 });
+    expect(r.gwPeer().drops).toEqual({ "gateway-local-address": 1, "acl-denied": 1 });
     // The gateway's own connection to the client gets its answer back in.
     const own = ipPacket({ src: GW, dst: CLIENT, proto: "tcp", sport: 50000, dport: 8080, flags: SYN });
     expect(r.fromLan(own)).toEqual([own]);
     const answer = ipPacket({ src: CLIENT, dst: GW, proto: "tcp", sport: 8080, dport: 50000, flags: SYN | ACK });
     expect(r.fromClient(answer)).toEqual([answer]);
-    // With the default "pass", traffic to the virtual address is not this filter's business.
+    // Without inbound ACLs (null, the default), traffic to the virtual address passes as before.
     const open = rig();
     expect(open.fromClient(syn(GW, 22))).toHaveLength(1);
   });

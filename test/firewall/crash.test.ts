@@ -49,6 +49,8 @@ describe("Firewall crash hygiene (SIGKILL and restart, in a namespace)", () => {
             ],
             mssClamp: true,
             protectGatewayInput: true,
+            inputAllow: [{ protocol: "udp", port: 53 }],
+            tunnelAddresses: ["100.64.0.1"],
           };
 
           const first = await start(rig, ns, config);

@@ -25,7 +25,7 @@ const IPT = (tun: string, lan: string) => ({
     `-A WAYGATE-FORWARD -s 100.64.0.0/10 -d 172.26.0.0/20 -i ${tun} -o ${lan} -j ACCEPT`,
     "-A INPUT -j WAYGATE-INPUT",
     `-A WAYGATE-INPUT -i ${tun} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A WAYGATE-INPUT -i ${tun} -p udp -m udp --dport 53 -j ACCEPT`,
-    `-A WAYGATE-INPUT -i ${tun} -j DROP`,
+    `-A WAYGATE-INPUT -d 100.64.0.1/32 -i ${tun} -j ACCEPT\n-A WAYGATE-INPUT -i ${tun} -j DROP`,
   ],
   other: [`-A WAYGATE-POSTROUTING -s 100.64.0.0/10 -d 172.26.0.0/20 -o ${lan} -j ACCEPT`],
   mss: [
@@ -33,7 +33,10 @@ const IPT = (tun: string, lan: string) => ({
     `-A WAYGATE-MSS -o ${tun} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`,
     "-A INPUT -j WAYGATE-INPUT",
   ],
-  v6: [`-A WAYGATE-POSTROUTING -s fd7a:115c:a1e0::/48 -d fd00:26::/64 -o ${lan} -j MASQUERADE`],
+  v6: [
+    `-A WAYGATE-POSTROUTING -s fd7a:115c:a1e0::/48 -d fd00:26::/64 -o ${lan} -j MASQUERADE`,
+    `-A WAYGATE-INPUT -d fd7a:115c:a1e0::1/128 -i ${tun} -j ACCEPT\n-A WAYGATE-INPUT -i ${tun} -j DROP`,
+  ],
 });
 
 const NFT = (tun: string, lan: string) => ({
@@ -44,11 +47,14 @@ const NFT = (tun: string, lan: string) => ({
     `ip saddr 100.64.0.0/10 oifname "${lan}" masquerade`,
     `oifname "${tun}" ct state established,related accept\n\t\tiifname != "${tun}" oifname "${tun}" counter drop`,
     `iifname "${tun}" udp dport 53 accept`,
-    `iifname "${tun}" counter drop`,
+    `iifname "${tun}" ip daddr 100.64.0.1 accept\n\t\tiifname "${tun}" counter drop`,
   ],
   other: [`ip saddr 100.64.0.0/10 ip daddr 172.26.0.0/20 oifname "${lan}" accept`],
   mss: [`oifname "${tun}" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`, "chain input"],
-  v6: [`ip6 saddr fd7a:115c:a1e0::/48 ip6 daddr fd00:26::/64 oifname "${lan}" masquerade`],
+  v6: [
+    `ip6 saddr fd7a:115c:a1e0::/48 ip6 daddr fd00:26::/64 oifname "${lan}" masquerade`,
+    `iifname "${tun}" ip daddr 100.64.0.1 accept\n\t\tiifname "${tun}" ip6 daddr fd7a:115c:a1e0::1 accept`,
+  ],
 });
 
 // Names are fixed per rig prefix; the expectations are computed from the harness's names.

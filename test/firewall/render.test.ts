@@ -23,6 +23,7 @@ const base: FirewallConfig = {
   mssClamp: true,
   protectGatewayInput: true,
   inputAllow: [{ protocol: "udp", port: 53 }],
+  tunnelAddresses: ["fd7a::1", "100.64.0.1", "100.64.0.1"],
 };
 
 describe("normaliseConfig", () => {
@@ -49,6 +50,7 @@ describe("normaliseConfig", () => {
       /subnets\[1\].*twice/,
     );
     bad({ inputAllow: [{ protocol: "tcp", port: 70000 }] }, /inputAllow\[0\]\.port/);
+    bad({ tunnelAddresses: ["100.64.0.1", "100.64.0.0/10"] }, /tunnelAddresses\[1\]/);
   });
   test("most specific subnet first, duplicates once, default route always masqueraded, IPv4 only", () => {
     const n = normaliseConfig(base);
@@ -58,6 +60,10 @@ describe("normaliseConfig", () => {
       "0.0.0.0/0 eth0 null",
     ]);
     expect(n.families).toEqual([4]);
+    expect(n.tunnelAddresses).toEqual([
+      { family: 4, text: "100.64.0.1" },
+      { family: 6, text: "fd7a::1" },
+    ]);
   });
 });
 
@@ -81,6 +87,7 @@ describe("renderIptables", () => {
       "-A WAYGATE-FORWARD -s 100.64.0.0/10 -i wg0 -o eth0 -j ACCEPT",
       "-A WAYGATE-INPUT -i wg0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
       "-A WAYGATE-INPUT -i wg0 -p udp -m udp --dport 53 -j ACCEPT",
+      "-A WAYGATE-INPUT -d 100.64.0.1/32 -i wg0 -j ACCEPT",
       "-A WAYGATE-INPUT -i wg0 -j DROP",
       "-A WAYGATE-MSS -o wg0 -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
       "-A WAYGATE-MSS -i wg0 -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
@@ -90,6 +97,30 @@ describe("renderIptables", () => {
     const v6 = renderIptables({ ...base, overlayNetwork6: "fd7a::/48", subnets: [{ prefix: "fd00:1::/64", nat: false, lanInterface: "eth1" }], mssClamp: false, protectGatewayInput: false });
     expect(v6.map((c) => `${c.family} ${c.chain}`)).toEqual(["4 WAYGATE-FORWARD", "6 WAYGATE-POSTROUTING", "6 WAYGATE-FORWARD"]);
     expect(v6.find((c) => c.family === 6 && c.table === "nat")!.rules).toEqual(["-A WAYGATE-POSTROUTING -s fd7a::/48 -d fd00:1::/64 -o eth1 -j ACCEPT"]);
+    const v6Input = renderIptables({ ...base, overlayNetwork6: "fd7a::/48", subnets: [{ prefix: "fd00:1::/64", nat: false, lanInterface: "eth1" }] });
+    expect(v6Input.filter((c) => c.chain === "WAYGATE-INPUT").map((c) => c.rules)).toEqual([
+      [
+        "-A WAYGATE-INPUT -i wg0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A WAYGATE-INPUT -i wg0 -p udp -m udp --dport 53 -j ACCEPT",
+        "-A WAYGATE-INPUT -d 100.64.0.1/32 -i wg0 -j ACCEPT",
+        "-A WAYGATE-INPUT -i wg0 -j DROP",
+      ],
+      [
+        "-A WAYGATE-INPUT -i wg0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A WAYGATE-INPUT -i wg0 -p udp -m udp --dport 53 -j ACCEPT",
+        "-A WAYGATE-INPUT -d fd7a::1/128 -i wg0 -j ACCEPT",
+        "-A WAYGATE-INPUT -i wg0 -j DROP",
+      ],
+    ]);
+  });
+  test("without tunnelAddresses the INPUT chain is what it was: established, inputAllow, drop", () => {
+    const { tunnelAddresses: _, ...old } = base;
+    expect(renderIptables(old).find((c) => c.chain === "WAYGATE-INPUT")!.rules).toEqual([
+      "-A WAYGATE-INPUT -i wg0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+      "-A WAYGATE-INPUT -i wg0 -p udp -m udp --dport 53 -j ACCEPT",
+      "-A WAYGATE-INPUT -i wg0 -j DROP",
+    ]);
+    expect(renderNftables(old)).toContain('\t\tiifname "wg0" udp dport 53 accept\n\t\tiifname "wg0" counter drop\n');
   });
 });
 
@@ -152,6 +183,8 @@ describe("renderNftables", () => {
 \t\ttype filter hook input priority filter - 1; policy accept;
 \t\tiifname "wg0" ct state established,related accept
 \t\tiifname "wg0" udp dport 53 accept
+\t\tiifname "wg0" ip daddr 100.64.0.1 accept
+\t\tiifname "wg0" ip6 daddr fd7a::1 accept
 \t\tiifname "wg0" counter drop
 \t}
 

@@ -14,8 +14,11 @@
  * Checked: NAT on → the printer sees the SNAT address (or the masquerade address); NAT off → it
  * sees the client's virtual address; the printer cannot initiate to the client (and our stateful
  * drop rule's counter is what grew); the gateway's own service on its LAN address is not
- * reachable from the tunnel, while the agent's DNS port on its overlay address is; cleanup()
- * restores the ruleset and set(null) leaves forwarding as the printer-initiates control showed.
+ * reachable from the tunnel, while the agent's DNS port on its overlay address is; a service on
+ * the gateway's virtual address is closed too until the config lists that address in
+ * `tunnelAddresses` (the Device's inbound ACLs filter it then), and then only it opens, the LAN
+ * address stays closed; cleanup() restores the ruleset and set(null) leaves forwarding as the
+ * printer-initiates control showed.
  */
 import { describe, expect } from "bun:test";
 import type { FirewallConfig } from "../../core/firewall/firewall.ts";
@@ -65,7 +68,7 @@ const TOOLS: Record<BackendUnderTest, string[]> = {
 describe("Firewall traffic (client → gateway → LAN printer, in namespaces)", () => {
   for (const backend of ["iptables-legacy", "iptables-nft", "nftables"] as const) {
     rootTest(
-      `${backend}: NAT on/off source at the printer; printer cannot initiate; gateway services closed to the tunnel`,
+      `${backend}: NAT on/off source at the printer; printer cannot initiate; LAN-side services closed to the tunnel, the virtual address open once listed`,
       TOOLS[backend],
       () =>
         withRig(async (rig) => {
@@ -90,6 +93,7 @@ describe("Firewall traffic (client → gateway → LAN printer, in namespaces)",
             startServer(rig, client, "100.64.0.2", 8082), // something on the laptop
             startServer(rig, gw, "192.168.50.1", 8081), // a service of the gateway itself
             startServer(rig, gw, "100.64.0.1", 53), // the agent's DNS forwarder (allowed)
+            startServer(rig, gw, "100.64.0.1", 8083), // a service on the gateway's virtual address
           ]);
 
           // Control, no rules at all: everything is reachable, so what fails later is our doing.
@@ -103,13 +107,14 @@ describe("Firewall traffic (client → gateway → LAN printer, in namespaces)",
           await seedForeign(backend, gwRunner);
           const before = await dumpRuleset(backend, gwRunner);
           const fw = makeBackend(backend, gwRunner);
-          const config = (nat: boolean, snatAddress?: string): FirewallConfig => ({
+          const config = (nat: boolean, snatAddress?: string, tunnelAddresses?: string[]): FirewallConfig => ({
             tunnelInterface: tun,
             overlayNetwork: "100.64.0.0/10",
             subnets: [{ prefix: "192.168.50.0/24", nat, lanInterface: lanIf, ...(snatAddress ? { snatAddress } : {}) }],
             mssClamp: true,
             protectGatewayInput: true,
             inputAllow: [{ protocol: "udp", port: 53 }, { protocol: "tcp", port: 53 }],
+            ...(tunnelAddresses ? { tunnelAddresses } : {}),
           });
 
           await fw.set(config(true, "192.168.50.2"));
@@ -118,17 +123,30 @@ describe("Firewall traffic (client → gateway → LAN printer, in namespaces)",
           expect(await probe(rig, client, "192.168.50.10", 8080)).toBe("192.168.50.1");
 
           const drops = await statefulDrops(backend, gwRunner);
-          const [fromPrinter, pinged, gatewayService, dns] = await Promise.all([
+          const [fromPrinter, pinged, gatewayService, dns, virtualService] = await Promise.all([
             probe(rig, lan, "100.64.0.2", 8082),
             ping(rig, lan, "100.64.0.2"),
             probe(rig, client, "192.168.50.1", 8081),
             probe(rig, client, "100.64.0.1", 53),
+            probe(rig, client, "100.64.0.1", 8083),
           ]);
           expect(fromPrinter).toBe("timeout");
           expect(pinged).toBe(false);
           expect(await statefulDrops(backend, gwRunner)).toBeGreaterThan(drops);
           expect(gatewayService).toBe("timeout");
           expect(dns).toBe("100.64.0.2");
+          expect(virtualService).toBe("timeout");
+
+          // The gateway's virtual address listed: reachable through the tunnel; its LAN address is not.
+          await fw.set(config(true, undefined, ["100.64.0.1"]));
+          const [onVirtual, onLan, printerAgain] = await Promise.all([
+            probe(rig, client, "100.64.0.1", 8083),
+            probe(rig, client, "192.168.50.1", 8081),
+            probe(rig, lan, "100.64.0.2", 8082),
+          ]);
+          expect(onVirtual).toBe("100.64.0.2");
+          expect(onLan).toBe("timeout");
+          expect(printerAgain).toBe("timeout");
           // The laptop can still ping the printer: replies are ESTABLISHED.
           expect(await ping(rig, client, "192.168.50.10")).toBe(true);
 
