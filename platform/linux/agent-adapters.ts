@@ -52,6 +52,7 @@ import { type AgentDns, type AgentDnsConfig, startAgentDns } from "./agent-dns.t
 import { type ControlServer, listenControl } from "./control.ts";
 import { type AgentFailover, startAgentFailover } from "./agent-failover.ts";
 import { type FailoverSettings, parseFailoverSettings, parseUpstreamHosts } from "../../core/agent/failover-config.ts";
+import { inboundAcls } from "../../core/agent/acl-config.ts";
 import { clientRouterHook, type FirewallSetting, type GatewayRole, startGatewayRole } from "./agent-gateway.ts";
 import type { DeviceEngineConfig } from "./device-engine.ts";
 import { discoverSubnets } from "./discover.ts";
@@ -244,6 +245,16 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
     }
     // The Device selects a gateway before the OS routes a prefix to the TUN.
     hooks.unshift(fo.hook);
+    // First of all: the Device enforces the NetMap's inbound rules (direct policies) before any
+    // route or firewall change lets traffic flow. Sent only when they change.
+    let inboundJson = "";
+    hooks.unshift(async (netmap) => {
+      const rules = inboundAcls(netmap);
+      const json = JSON.stringify(rules);
+      if (json === inboundJson) return;
+      await h.control({ type: "setInboundRules", rules });
+      inboundJson = json;
+    });
     if (o.firewall !== false) {
       gateway = await startGatewayRole({
         runner,

@@ -389,7 +389,7 @@ export async function startGatewayRole(o: GatewayRoleOptions): Promise<GatewayRo
     const { found, localAddresses } = await readInterfaces(runner, { tunnelInterface: o.tunnelInterface, network: netmap.self.network });
     const routed = await resolveRoutedSubnets(runner, subnetsToResolve(netmap, found, o.tunnelInterface), o.tunnelInterface);
     const device = deviceGatewayConfig(netmap, { localAddresses })!;
-    const plan = firewallConfig(netmap, { addresses: found, routed }, { tunnelInterface: o.tunnelInterface, inputAllow: GATEWAY_INPUT_ALLOW })!;
+    const plan = firewallConfig(netmap, { addresses: found, routed }, { tunnelInterface: o.tunnelInterface, inputAllow: GATEWAY_INPUT_ALLOW, inboundAclsEnforced: true })!;
     // Validated here, where an error can be reported; the engine would only log it.
     new GatewayFilter(device.config);
     // G1 evidence

@@ -12,6 +12,8 @@
  *   { type: "setGateway", gateway }             Device.setGateway: a GatewayConfig makes this device
  *                                               a gateway enforcing it, null turns that off (the agent's
  *                                               gateway role, platform/linux/agent-gateway.ts)
+ *   { type: "setInboundRules", rules }          Device.setInboundRules: the NetMap's inbound rules
+ *                                               (core/agent/acl-config.ts inboundAcls); null: no filter
  *   { type: "netmap", peers, routes }           the client's gateway routes (core/agent/failover-config.ts
  *                                               failoverNetMapMessage): the first one creates the
  *                                               DataPathFailover (core/failover/dataplane.ts) beside the
@@ -39,6 +41,7 @@
 import { randomFillSync } from "node:crypto";
 import { Device, type DeviceStats, type PeerConfig } from "../../core/dataplane/device.ts";
 import type { GatewayConfig } from "../../core/dataplane/gateway.ts";
+import type { InboundAcl } from "../../core/dataplane/acl.ts";
 import type { HealthReport } from "../../core/dataplane/probe.ts";
 import type { FailoverDecision, LookupResult, PrefixStatus } from "../../core/failover/controller.ts";
 import { DataPathFailover } from "../../core/failover/dataplane.ts";
@@ -70,6 +73,7 @@ export type DeviceEngineControl =
   | { type: "setPeers"; peers: PeerConfig[] }
   | { type: "config"; peers: PeerConfig[] }
   | { type: "setGateway"; gateway: GatewayConfig | null }
+  | { type: "setInboundRules"; rules: InboundAcl[] | null }
   | { type: "netmap"; peers: { id: string; publicKey: string }[]; routes: NetMapRoute[] }
   | { type: "health"; withdrawn: string[]; draining: boolean };
 
@@ -216,6 +220,11 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
       }
       if (m && m.type === "setGateway" && (m.gateway === null || typeof m.gateway === "object")) {
         device.setGateway(m.gateway ?? null);
+        return;
+      }
+      if (m && m.type === "setInboundRules" && (m.rules === null || Array.isArray(m.rules))) {
+        device.setInboundRules(m.rules ?? null);
+        logger.info(`engine: inbound rules set peers=${m.rules === null ? "off" : m.rules.length}`);
         return;
       }
       logger.warn(`engine: unknown control message ${JSON.stringify(message)?.slice(0, 200)}`);
