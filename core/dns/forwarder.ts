@@ -37,20 +37,17 @@ import {
   canonicalName,
   decodeMessage,
   encodeMessage,
-  formErrFor,
   makeResponse,
-  OPCODE_QUERY,
   RCODE,
   rcodeName,
   sameName,
   TYPE,
-  udpLimit,
   type DnsMessage,
   type DnsRecord,
 } from "./codec.ts";
 import { hostsLookup, hostsReverse, type Hosts, type HostsEntry } from "./config.ts";
 import { DnsFormatError } from "./errors.ts";
-import { countInto, type DnsCounters, type QueryFrom } from "./handler.ts";
+import { countInto, serveQuery, type DnsCounters, type QueryFrom } from "./handler.ts";
 
 export interface ForwarderPolicy {
   /** Whether the querier may reach anything through this gateway. */
@@ -289,44 +286,17 @@ export function createGatewayForwarder(options: ForwarderOptions): GatewayForwar
     return res;
   };
 
-  const handle = async (bytes: Uint8Array, from: QueryFrom | string): Promise<Uint8Array | null> => {
+  const handle = (bytes: Uint8Array, from: QueryFrom | string): Promise<Uint8Array | null> => {
     const src = typeof from === "string" ? { address: from } : from;
-    const transport = src.transport ?? "udp";
-    let query: DnsMessage;
-    try {
-      query = decodeMessage(bytes);
-    } catch (err) {
-      if (!(err instanceof DnsFormatError)) throw err;
-      const formErr = formErrFor(bytes);
-      countInto(counters, formErr === null ? "drop:unreadable" : `formerr:${err.reason}`);
-      return formErr;
-    }
-    if (query.qr) {
-      countInto(counters, "drop:response-as-query");
-      return null;
-    }
-    const querier = querierKey(src.address);
-    let res: DnsMessage;
-    if (querier === null || !policy.hasGrant(querier)) {
-      countInto(counters, "refused:no-grant");
-      logger.debug(`dns: forwarder refused querier=${src.address} reason=no-grant`);
-      res = makeResponse(query, RCODE.REFUSED);
-    } else if (query.opcode !== OPCODE_QUERY) {
-      countInto(counters, "notimp:opcode");
-      res = makeResponse(query, RCODE.NOTIMP);
-    } else if (query.questions.length !== 1) {
-      countInto(counters, "formerr:question-count");
-      res = makeResponse(query, RCODE.FORMERR);
-    } else {
-      res = await resolveQuery(query, querier);
-    }
-    try {
-      return encodeMessage(res, { maxSize: transport === "tcp" ? 65535 : udpLimit(query) });
-    } catch (err) {
-      if (!(err instanceof DnsFormatError)) throw err;
-      countInto(counters, `servfail:encode-${err.reason}`);
-      return encodeMessage(makeResponse(query, RCODE.SERVFAIL));
-    }
+    return serveQuery(bytes, src.transport ?? "udp", counters, (query) => {
+      const querier = querierKey(src.address);
+      if (querier === null || !policy.hasGrant(querier)) {
+        countInto(counters, "refused:no-grant");
+        logger.debug(`dns: forwarder refused querier=${src.address} reason=no-grant`);
+        return makeResponse(query, RCODE.REFUSED);
+      }
+      return resolveQuery(query, querier);
+    });
   };
 
   return { handle, counters };

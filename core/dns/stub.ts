@@ -23,21 +23,18 @@ import {
   canonicalName,
   decodeMessage,
   encodeMessage,
-  formErrFor,
   inZone,
   makeResponse,
   nameToLabels,
-  OPCODE_QUERY,
   RCODE,
   rcodeName,
   sameName,
   TYPE,
-  udpLimit,
   type DnsMessage,
   type DnsRecord,
 } from "./codec.ts";
 import { DnsFormatError } from "./errors.ts";
-import { countInto, type DnsCounters, type DnsHandler, type QueryFrom, type Transport } from "./handler.ts";
+import { countInto, serveQuery, type DnsCounters, type DnsHandler, type QueryFrom, type Transport } from "./handler.ts";
 
 export { countInto, type DnsCounters, type DnsHandler, type QueryFrom, type Transport } from "./handler.ts";
 
@@ -212,44 +209,16 @@ export function createStub(options: StubOptions): DnsHandler {
     return res;
   };
 
-  const handle = async (bytes: Uint8Array, from: QueryFrom): Promise<Uint8Array | null> => {
+  const handle = (bytes: Uint8Array, from: QueryFrom): Promise<Uint8Array | null> => {
     const transport = from.transport ?? "udp";
-    let query: DnsMessage;
-    try {
-      query = decodeMessage(bytes);
-    } catch (err) {
-      if (!(err instanceof DnsFormatError)) throw err;
-      const formErr = formErrFor(bytes);
-      countInto(counters, formErr === null ? "drop:unreadable" : `formerr:${err.reason}`);
-      logger.debug(`dns: stub malformed from=${from.address} reason=${err.reason}`);
-      return formErr;
-    }
-    if (query.qr) {
-      countInto(counters, "drop:response-as-query");
-      return null;
-    }
-    let res: DnsMessage;
-    if (query.opcode !== OPCODE_QUERY) {
-      countInto(counters, "notimp:opcode");
-      res = makeResponse(query, RCODE.NOTIMP);
-    } else if (query.questions.length !== 1) {
-      countInto(counters, "formerr:question-count");
-      res = makeResponse(query, RCODE.FORMERR);
-    } else if (query.edns !== undefined && query.edns.version !== 0) {
-      countInto(counters, "badvers");
-      res = makeResponse(query, 16);
-    } else if (inZone(query.questions[0]!.name, zone) && query.questions[0]!.class === CLASS_IN) {
-      res = answerLocal(query);
-    } else {
-      res = await forward(query, transport);
-    }
-    try {
-      return encodeMessage(res, { maxSize: transport === "tcp" ? 65535 : udpLimit(query) });
-    } catch (err) {
-      if (!(err instanceof DnsFormatError)) throw err;
-      countInto(counters, `servfail:encode-${err.reason}`);
-      return encodeMessage(makeResponse(query, RCODE.SERVFAIL));
-    }
+    return serveQuery(
+      bytes,
+      transport,
+      counters,
+      (query) =>
+        inZone(query.questions[0]!.name, zone) && query.questions[0]!.class === CLASS_IN ? answerLocal(query) : forward(query, transport),
+      (reason) => logger.debug(`dns: stub malformed from=${from.address} reason=${reason}`),
+    );
   };
 
   return { handle, counters };
