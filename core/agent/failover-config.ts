@@ -16,7 +16,10 @@
  *                   agent-gateway.ts), from where its firewall placed each served subnet.
  *   status          `subnetFailoverStatus(rows, netmap)`: the controller's per-prefix status with
  *                   gateway keys turned back into system ids and names, for `waygate status`
- *                   (core/agent/status.ts renders it) and for DNS (`activeGatewayFrom`).
+ *                   (core/agent/status.ts renders it, one block per group) and for DNS
+ *                   (`activeGatewayFrom`). The engine sends per-prefix rows only when they change
+ *                   (platform/linux/device-engine.ts); `withLiveHealth` brings such rows up to date
+ *                   with the per-gateway health every poll carries.
  *
  * Why OS routes never follow health (fail closed): the Router keeps every granted prefix on the TUN
  * whatever the gateways' state; when no gateway is healthy the Device drops and counts
@@ -24,7 +27,8 @@
  */
 import * as v from "valibot";
 import { WaygateError } from "../errors.ts";
-import type { CandidateState, LookupResult, PrefixStatus, SwitchReason } from "../failover/controller.ts";
+import type { CandidateState, LookupResult, PrefixStatus, SwitchReason, SwitchSummary } from "../failover/controller.ts";
+import type { GatewayHealth } from "../failover/health.ts";
 import type { UpstreamSubnet } from "../failover/upstream.ts";
 import { type Prefix, parsePrefix, prefixCovers } from "../net/address.ts";
 import type { NetMap, NetMapRoute } from "../policy/netmap.ts";
@@ -155,6 +159,8 @@ export interface FailoverSwitchView {
 /** One routed subnet's failover state. */
 export interface SubnetFailoverStatus {
   prefix: string;
+  /** Its group (subnets that share candidates and state switch together); the text status shows one block per group. */
+  group: string;
   /** The subnet's active gateway (system id); null: none healthy, fail closed (or a fallback, see `effective`). */
   active: string | null;
   /** Where the data plane sends it now: the active gateway, a covering route's (`via`), or nowhere. */
@@ -163,14 +169,60 @@ export interface SubnetFailoverStatus {
   lastSwitch: FailoverSwitchView | null;
 }
 
-/** The controller's status (gateway ids are keys) in system ids; rows come from the engine's stats. */
-export function subnetFailoverStatus(rows: readonly PrefixStatus[], netmap: { peers: readonly { publicKey: string; id: string; name: string }[] } | null): SubnetFailoverStatus[] {
+/** A per-prefix status row as the engine sends it (the controller's PrefixStatus, last switch summarised). */
+export type FailoverStatusRow = Omit<PrefixStatus, "group" | "lastSwitch"> & {
+  /** Absent in rows from before grouping: the prefix is its own group. */
+  group?: string;
+  lastSwitch: (Pick<SwitchSummary, "from" | "to" | "reason" | "at"> & Partial<SwitchSummary>) | null;
+};
+
+/**
+ * Rows from an earlier stats message with each candidate's liveness, RTT, misses and up-since
+ * taken from `gateways` (the current per-gateway health); withdrawn stays withdrawn (that changes
+ * only with the engine's revision, and so do the rows). A gateway `gateways` does not list keeps
+ * its row's values.
+ */
+export function withLiveHealth(rows: readonly FailoverStatusRow[], gateways: readonly GatewayHealth[]): FailoverStatusRow[] {
+  const live = new Map(gateways.map((g) => [g.gatewayId, g]));
+  return rows.map((r) => ({
+    ...r,
+    candidates: r.candidates.map((c) => {
+      const h = live.get(c.gatewayId);
+      if (h === undefined) return c;
+      const withdrawn = c.state === "withdrawn";
+      return {
+        ...c,
+        state: withdrawn ? "withdrawn" : h.liveness,
+        healthy: !withdrawn && h.liveness === "up",
+        rttMs: h.rttMs,
+        missed: h.missed,
+        upSinceMs: h.upSinceMs,
+      };
+    }),
+  }));
+}
+
+/** The controller's status (gateway keys) in system ids; rows come from the engine's stats. */
+export function subnetFailoverStatus(rows: readonly FailoverStatusRow[], netmap: { peers: readonly { publicKey: string; id: string; name: string }[] } | null): SubnetFailoverStatus[] {
   const byKey = new Map((netmap?.peers ?? []).map((p) => [p.publicKey, p]));
   const id = (key: string | null): string | null => (key === null ? null : (byKey.get(key)?.id ?? key));
+  // A group is named by its gateways' keys ("KEY1,KEY2#2"): the same in system ids.
+  const names = new Map<string, string>();
+  const groupName = (g: string): string => {
+    let n = names.get(g);
+    if (n === undefined) {
+      const hash = g.indexOf("#");
+      const ids = hash < 0 ? g : g.slice(0, hash);
+      n = `${ids.split(",").map((k) => id(k)).join(",")}${hash < 0 ? "" : g.slice(hash)}`;
+      names.set(g, n);
+    }
+    return n;
+  };
   const effective = (e: LookupResult): SubnetFailoverStatus["effective"] =>
     e.gatewayId !== null ? { gateway: id(e.gatewayId), via: e.viaPrefix, reason: null } : { gateway: null, via: null, reason: e.reason };
   return rows.map((r) => ({
     prefix: r.prefix,
+    group: groupName(r.group ?? r.prefix),
     active: id(r.active),
     effective: effective(r.effective),
     candidates: r.candidates.map((c) => ({

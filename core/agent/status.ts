@@ -10,14 +10,20 @@
  * Peer state: `up` (a handshake within the last 180 s, WireGuard's REJECT_AFTER_TIME),
  * `connecting` (initiations sent, no current session), `idle` (configured, no traffic asked for
  * a session yet, or the session expired), `unknown` (the agent is not running: data from disk).
- * Link RTT is not measured by the Device yet, so it is null ("-").
+ * Last activity: the later of the latest handshake and the latest authenticated packet from
+ * the peer (keepalives count: a quiet peer that keeps its NAT mapping open is alive). Link RTT:
+ * the Device's smoothed round trip (handshakes and probes, core/dataplane/device.ts), null ("-")
+ * before the first sample; text `0.4 ms`, JSON the number.
  * `dns` (optional) is filled in by the running agent's DNS service (platform/linux/agent-dns.ts):
  * where the stub listens, its zone, where it forwards, and the gateway forwarder's upstreams.
- * `failover` (optional, the running agent: platform/linux/agent-failover.ts) has one block per routed
- * subnet: the active gateway, the candidates with their data-path health (up, down, unknown,
- * withdrawn), RTT, priority and drain, and the last switch with its reason and time; `upstream`
- * (a gateway) is what it reports about its own LANs. Text: a `Subnet:` block per routed subnet
- * before the peers.
+ * `failover` (optional, the running agent: platform/linux/agent-failover.ts) has one entry per routed
+ * subnet (JSON keeps them all): its group, the active gateway, the candidates with their data-path
+ * health (up, down, unknown, withdrawn), RTT, priority and drain, and the last switch with its
+ * reason and time; `upstream` (a gateway) is what it reports about its own LANs. Text: one block
+ * per failover group before the peers (a 10,000-entry subnet filter routes ~4,094 subnets through
+ * the same gateways: one block, not 4,094): `Subnet: P` for a group of one, else `Subnets: P1, P2,
+ * P3 and N more`; the rows are the first subnet's, plus where the group's subnets are carried
+ * when that differs between them (fallbacks to covering routes).
  */
 import type { DeviceStats, DropCounts, PeerStats } from "../dataplane/device.ts";
 import type { UpstreamStatus } from "../failover/upstream.ts";
@@ -48,9 +54,11 @@ export interface PeerStatus {
   endpoint: string | null;
   /** Wall-clock ms of the latest handshake, null when none. */
   lastHandshakeAt: number | null;
+  /** Wall-clock ms of the latest handshake or packet from the peer, whichever is later; null when none. */
+  lastActivityAt?: number | null;
   rxBytes: number;
   txBytes: number;
-  /** Not measured yet. */
+  /** Smoothed round trip (ms) the Device measured, null before the first sample. */
   rttMs: number | null;
   virtualAddress: string;
   allowedIps: string[];
@@ -144,6 +152,12 @@ function endpointText(ep: { address: string; port: number } | null | undefined):
   return ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
 }
 
+function lastActivity(s: PeerStats | undefined): number | null {
+  if (s === undefined) return null;
+  const at = Math.max(s.latestHandshakeMs, s.lastRxMs ?? 0);
+  return at > 0 ? at : null;
+}
+
 export function buildStatus(input: StatusInput): AgentStatus {
   const e = input.identity.enrolment;
   const map = input.netmap?.netmap ?? null;
@@ -168,9 +182,10 @@ export function buildStatus(input: StatusInput): AgentStatus {
       state: peerState(input.running, s, input.now),
       endpoint: endpointText(s?.endpoint) ?? p.endpoint ?? null,
       lastHandshakeAt: s && s.latestHandshakeMs > 0 ? s.latestHandshakeMs : null,
+      lastActivityAt: lastActivity(s),
       rxBytes: s?.rxBytes ?? 0,
       txBytes: s?.txBytes ?? 0,
-      rttMs: null,
+      rttMs: s?.rttMs ?? null,
       virtualAddress: p.virtualAddress,
       allowedIps: [...p.allowedIps],
       gatewayFor: [...p.gatewayFor],
@@ -226,6 +241,11 @@ export function formatBytes(n: number): string {
     i++;
   }
   return i === 0 ? `${n} B` : `${v.toFixed(2)} ${units[i]}`;
+}
+
+/** "0.4 ms" below 10 ms (sub-millisecond LAN links stay readable), "23 ms" above. */
+export function formatRtt(ms: number): string {
+  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
 }
 
 export function formatAgo(thenMs: number | null, nowMs: number): string {
@@ -308,6 +328,43 @@ export function failoverRows(f: SubnetFailoverStatus, now: number): [string, str
   ];
 }
 
+/** Subnets named in a group's heading; the rest are counted. */
+export const GROUP_SUBNETS_SHOWN = 3;
+
+/** The failover rows by group, groups in the order their first subnet comes. */
+export function failoverGroups(rows: readonly SubnetFailoverStatus[]): SubnetFailoverStatus[][] {
+  const byGroup = new Map<string, SubnetFailoverStatus[]>();
+  for (const r of rows) {
+    const key = r.group ?? r.prefix;
+    let list = byGroup.get(key);
+    if (list === undefined) byGroup.set(key, (list = []));
+    list.push(r);
+  }
+  return [...byGroup.values()];
+}
+
+function groupHeading(members: readonly SubnetFailoverStatus[]): string {
+  if (members.length === 1) return `Subnet: ${members[0]!.prefix}`;
+  const shown = members.slice(0, GROUP_SUBNETS_SHOWN).map((m) => m.prefix).join(", ");
+  const more = members.length - GROUP_SUBNETS_SHOWN;
+  return `Subnets: ${shown}${more > 0 ? ` and ${more} more` : ""} (${members.length} subnets, one failover group)`;
+}
+
+/** One group's rows: the first subnet's, and where its subnets go when that differs between them. */
+function groupRows(members: readonly SubnetFailoverStatus[], now: number): [string, string | string[]][] {
+  const rows = failoverRows(members[0]!, now);
+  const effective = new Map<string, number>();
+  for (const m of members) {
+    const e = m.effective;
+    const text = e.gateway === null ? "dropped: no healthy gateway" : `${gatewayName(e.gateway, m.candidates)}${e.via !== m.prefix ? ` for ${e.via}` : ""}`;
+    effective.set(text, (effective.get(text) ?? 0) + 1);
+  }
+  if (effective.size > 1) {
+    rows.splice(1, 0, ["Carried by", [...effective].map(([text, n]) => `${text} (${n} subnet${n === 1 ? "" : "s"})`)]);
+  }
+  return rows;
+}
+
 function upstreamText(u: UpstreamStatus): string {
   return `${u.prefix} on ${u.interface}: ${u.withdrawn ? `withdrawn (${u.reason ?? "unreachable"})` : "reachable"}${u.hosts.length > 0 ? `, hosts ${u.hosts.join(", ")}` : ""}`;
 }
@@ -342,9 +399,9 @@ export function renderStatus(s: AgentStatus): string {
       "",
     ),
   );
-  for (const f of s.failover ?? []) {
-    lines.push("", `Subnet: ${f.prefix}`);
-    lines.push(...block(failoverRows(f, s.now), "   "));
+  for (const members of failoverGroups(s.failover ?? [])) {
+    lines.push("", groupHeading(members));
+    lines.push(...block(groupRows(members, s.now), "   "));
   }
   if (s.peers.length === 0) {
     lines.push("", "No peers.");
@@ -358,9 +415,9 @@ export function renderStatus(s: AgentStatus): string {
           ["Identity", p.id],
           ["Public key", p.publicKey],
           ["Endpoint", p.endpoint ?? "-"],
-          ["Last activity", p.state === "unknown" ? "-" : formatAgo(p.lastHandshakeAt, s.now)],
+          ["Last activity", p.state === "unknown" ? "-" : formatAgo(p.lastActivityAt ?? p.lastHandshakeAt, s.now)],
           ["Transfer", p.state === "unknown" ? "-" : `${formatBytes(p.rxBytes)} received, ${formatBytes(p.txBytes)} sent`],
-          ["Link RTT", p.rttMs === null ? "-" : `${p.rttMs} ms`],
+          ["Link RTT", p.rttMs === null ? "-" : formatRtt(p.rttMs)],
           ["Virtual address", p.virtualAddress],
           ["Gateway for", p.gatewayFor],
           ["DNS names", p.dnsNames],

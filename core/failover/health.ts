@@ -217,6 +217,11 @@ export class HealthMonitor {
     return Math.max(0, next - now);
   }
 
+  /** Every tracked gateway's health (O(gateways)). */
+  list(): GatewayHealth[] {
+    return [...this.gateways.keys()].map((id) => this.get(id)!);
+  }
+
   get(id: string): GatewayHealth | undefined {
     const g = this.gateways.get(id);
     if (g === undefined) return undefined;

@@ -21,10 +21,17 @@
  *                                               ones are applied only when they differ (idempotent anyway)
  *   { type: "health", withdrawn, draining }     Device.setHealthReport: what this device's probe replies
  *                                               say (a gateway's upstream monitor, agent-gateway.ts)
- * `stats()` returns the DeviceStats plus the crypto name and, once failover runs, `failover`: the
- * controller's per-prefix status (active, candidates with health, last switch) and the last
- * switches. The agent polls it (platform/linux/agent-failover.ts): no message per packet or per
- * switch; every switch is logged once here by the controller (`failover: prefix=... reason=...`).
+ *   { type: "failoverAck", revision }           the main thread holds the per-prefix failover detail of
+ *                                               this revision: stats leave it out until it changes
+ * `stats()` returns the DeviceStats plus the crypto name and, once failover runs, `failover`, sized
+ * by the number of gateway groups, not of routed prefixes (a 10,000-entry subnet filter compiles to
+ * ~4,094 prefixes that share one group): per group its active gateway, own candidates with health,
+ * prefix count, first prefixes and last switch; per gateway its health; the controller's
+ * `revision`; the last switches (summaries). The per-prefix status (`prefixes`) comes only while
+ * `revision` differs from the last `failoverAck`: after a switch, a route or a withdrawal change,
+ * never every poll. The agent polls it (platform/linux/agent-failover.ts): no message per packet or
+ * per switch; every switch is logged once here by the controller, one line per group
+ * (`failover: group=... prefixes=N from=... to=... reason=...`).
  *
  * Ticks: the host calls tick() at the deadline it returns: the Device's timers and the failover's
  * (probes every 200 ms, down deadlines), whichever is first, so detection adds no tick lag, and at
@@ -43,7 +50,15 @@ import { Device, type DeviceStats, type PeerConfig } from "../../core/dataplane/
 import type { GatewayConfig } from "../../core/dataplane/gateway.ts";
 import type { InboundAcl } from "../../core/dataplane/acl.ts";
 import type { HealthReport } from "../../core/dataplane/probe.ts";
-import type { FailoverDecision, LookupResult, PrefixStatus } from "../../core/failover/controller.ts";
+import {
+  type FailoverDecision,
+  type GroupStatus,
+  type LookupResult,
+  type PrefixStatusRow,
+  type SwitchSummary,
+  switchSummary,
+} from "../../core/failover/controller.ts";
+import type { GatewayHealth } from "../../core/failover/health.ts";
 import { DataPathFailover } from "../../core/failover/dataplane.ts";
 import type { Logger } from "../../core/log.ts";
 import type { NetMapRoute } from "../../core/policy/netmap.ts";
@@ -75,15 +90,26 @@ export type DeviceEngineControl =
   | { type: "setGateway"; gateway: GatewayConfig | null }
   | { type: "setInboundRules"; rules: InboundAcl[] | null }
   | { type: "netmap"; peers: { id: string; publicKey: string }[]; routes: NetMapRoute[] }
-  | { type: "health"; withdrawn: string[]; draining: boolean };
+  | { type: "health"; withdrawn: string[]; draining: boolean }
+  | { type: "failoverAck"; revision: number };
 
-/** The failover part of the engine's stats. */
+/** One group in the engine's stats: its last switch summarised (no prefix list). */
+export type EngineFailoverGroup = Omit<GroupStatus, "lastSwitch"> & { lastSwitch: SwitchSummary | null };
+
+/** The failover part of the engine's stats: O(groups + gateways), plus per-prefix detail when it changed. */
 export interface EngineFailoverStats {
-  prefixes: PrefixStatus[];
-  /** Switches so far. */
+  /** The controller's revision: per-prefix detail (other than live health) changes only with it. */
+  revision: number;
+  prefixCount: number;
+  groups: EngineFailoverGroup[];
+  /** Live health per gateway (applies to every prefix's candidate rows). */
+  gateways: GatewayHealth[];
+  /** Per-prefix status, present while `revision` is not the last one acknowledged (`failoverAck`). */
+  prefixes?: PrefixStatusRow[];
+  /** Switches so far (one per group switch). */
   switches: number;
   /** The latest switches, oldest first (at most RECENT_DECISIONS). */
-  recent: FailoverDecision[];
+  recent: SwitchSummary[];
 }
 
 export interface DeviceEngineStats extends DeviceStats {
@@ -93,6 +119,8 @@ export interface DeviceEngineStats extends DeviceStats {
 }
 
 const RECENT_DECISIONS = 16;
+/** Prefixes named per group in stats (the rest are counted). */
+const GROUP_SAMPLE = 3;
 /** The failover's tick period at most, while it has routes (see `tick`). */
 const RX_OBSERVE_MS = 50;
 
@@ -136,7 +164,8 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
   let failover: DataPathFailover | null = null;
   let netmapJson = "";
   let switches = 0;
-  const recent: FailoverDecision[] = [];
+  let ackedRevision = -1;
+  const recent: SwitchSummary[] = [];
   /**
    * Before a prefix's first working session (no decision yet) the controller has no gateway for
    * it, and the Device would drop: the first packets of a fresh agent (a ping, a SYN) would be
@@ -149,10 +178,11 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
   const settled = new Set<string>();
   const onDecision = (d: FailoverDecision): void => {
     switches++;
-    recent.push(d);
+    recent.push(switchSummary(d));
     if (recent.length > RECENT_DECISIONS) recent.shift();
-    settled.add(d.prefix);
-    provisional.delete(d.prefix);
+    // O(prefixes) per group switch (rare), never per tick.
+    for (const p of d.prefixes) settled.add(p);
+    if (provisional.size > 0) for (const p of d.prefixes) provisional.delete(p);
   };
   const withProvisional = (r: LookupResult): LookupResult =>
     r.gatewayId === null && r.prefix !== null && provisional.size > 0 ? (provisional.get(r.prefix) ?? r) : r;
@@ -178,6 +208,21 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
     // a dead gateway's last packet is noticed (with 200 ms ticks it added up to 200 ms to the outage).
     f.tick();
     return Math.min(next, f.nextTickInMs(), RX_OBSERVE_MS);
+  };
+  const failoverStats = (f: DataPathFailover): EngineFailoverStats => {
+    const c = f.controller;
+    const revision = c.revision;
+    return {
+      revision,
+      prefixCount: c.prefixCount,
+      groups: c.groups(GROUP_SAMPLE).map((g) => ({ ...g, lastSwitch: g.lastSwitch === null ? null : switchSummary(g.lastSwitch) })),
+      gateways: c.health.list(),
+      ...(revision !== ackedRevision
+        ? { prefixes: c.status().map((r) => ({ ...r, lastSwitch: r.lastSwitch === null ? null : switchSummary(r.lastSwitch) })) }
+        : {}),
+      switches,
+      recent: [...recent],
+    };
   };
   return {
     handleTunPacket: (packet) => device.handleTunPacket(packet),
@@ -205,7 +250,13 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
         // The host recomputes its deadline only at a tick (within MAX_TICK_MS = 1 s): probe now,
         // so new candidates get their handshakes going without waiting for it.
         failover.tick();
-        logger.info(`engine: failover routes=${new Set(m.routes.map((r) => r.prefix)).size} candidates=${m.routes.length}`);
+        logger.info(
+          `engine: failover routes=${new Set(m.routes.map((r) => r.prefix)).size} candidates=${m.routes.length} groups=${failover.controller.groupCount}`,
+        );
+        return;
+      }
+      if (m && m.type === "failoverAck" && typeof m.revision === "number") {
+        ackedRevision = m.revision;
         return;
       }
       if (m && m.type === "health" && Array.isArray(m.withdrawn)) {
@@ -232,7 +283,7 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
     stats: (): DeviceEngineStats => ({
       ...device.stats(),
       crypto: crypto.name,
-      ...(failover !== null ? { failover: { prefixes: failover.controller.status(), switches, recent: [...recent] } } : {}),
+      ...(failover !== null ? { failover: failoverStats(failover) } : {}),
     }),
     close: () => failover?.close(),
   };

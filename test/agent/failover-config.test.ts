@@ -7,19 +7,24 @@
  * (platform/linux/device-engine.ts) on the in-memory network and a fake clock: a `netmap`
  * message starts failover (status in stats, ticks every <= 50 ms; before the first probe answers, packets
  * wait behind the provisional gateway's handshake rather than being dropped), a gateway's `health` message
- * withdraws the subnet in its probe replies and the client fails closed.
+ * withdraws the subnet in its probe replies and the client fails closed; per-prefix rows cross threads
+ * only until acknowledged (`failoverAck`), per-group data every poll. And the main thread's side
+ * (platform/linux/agent-failover.ts): it acknowledges rows, rebuilds per-subnet status with live
+ * health only when asked, and asks again when it holds no rows for the engine's revision.
  */
 import { describe, expect, test } from "bun:test";
 import {
   activeGatewayFrom,
+  type FailoverStatusRow,
   failoverNetMapMessage,
   FailoverSettingsError,
   parseFailoverSettings,
   parseUpstreamHosts,
   subnetFailoverStatus,
   upstreamSubnets,
+  withLiveHealth,
 } from "../../core/agent/failover-config.ts";
-import type { PrefixStatus } from "../../core/failover/controller.ts";
+import { startAgentFailover } from "../../platform/linux/agent-failover.ts";
 import type { PacketEngine } from "../../core/dataplane/ports.ts";
 import { silentLogger } from "../../core/log.ts";
 import createDeviceEngine, { type DeviceEngineStats } from "../../platform/linux/device-engine.ts";
@@ -96,23 +101,24 @@ describe("failoverNetMapMessage", () => {
   });
 });
 
-const rows = (): PrefixStatus[] => [
+const rows = (): FailoverStatusRow[] => [
   {
     prefix: "192.168.50.0/24",
+    group: `${GW.publicKey},${GW2.publicKey}`,
     active: GW.publicKey,
     effective: { gatewayId: GW.publicKey, prefix: "192.168.50.0/24", viaPrefix: "192.168.50.0/24" },
     candidates: [
       { gatewayId: GW.publicKey, priority: 100, draining: false, own: true, state: "up", healthy: true, rttMs: 0.41234, missed: 0, upSinceMs: 1000.4 },
       { gatewayId: GW2.publicKey, priority: 100, draining: true, own: true, state: "withdrawn", healthy: false, rttMs: null, missed: 2, upSinceMs: null },
     ],
-    lastSwitch: { prefix: "192.168.50.0/24", from: GW2.publicKey, to: GW.publicKey, reason: "withdrawn", at: 5000.6 },
+    lastSwitch: { group: `${GW.publicKey},${GW2.publicKey}`, prefixCount: 1, firstPrefix: "192.168.50.0/24", from: GW2.publicKey, to: GW.publicKey, reason: "withdrawn", at: 5000.6 },
   },
   {
     prefix: "10.0.0.0/16",
     active: null,
     effective: { gatewayId: null, prefix: "10.0.0.0/16", reason: "no-healthy-gateway" },
     candidates: [{ gatewayId: GW.publicKey, priority: 100, draining: false, own: true, state: "down", healthy: false, rttMs: 3, missed: 7, upSinceMs: null }],
-    lastSwitch: { prefix: "10.0.0.0/16", from: GW.publicKey, to: null, reason: "active-down", at: 6000 },
+    lastSwitch: { from: GW.publicKey, to: null, reason: "active-down", at: 6000 },
   },
   {
     prefix: "10.0.1.0/24",
@@ -130,6 +136,7 @@ describe("subnetFailoverStatus / activeGatewayFrom", () => {
     const s = subnetFailoverStatus(rows(), { peers });
     expect(s[0]).toEqual({
       prefix: "192.168.50.0/24",
+      group: "GW001,GW002",
       active: "GW001",
       effective: { gateway: "GW001", via: "192.168.50.0/24", reason: null },
       candidates: [
@@ -153,6 +160,60 @@ describe("subnetFailoverStatus / activeGatewayFrom", () => {
     expect(f("10.0.1.0/24")).toBe("GW002");
     expect(f("172.16.0.0/12")).toBe("fallback:172.16.0.0/12");
     expect(activeGatewayFrom(null, () => "x")("10.0.0.0/16")).toBe("x");
+  });
+});
+
+describe("withLiveHealth", () => {
+  test("liveness, RTT, misses and up-since from the latest poll; withdrawn stays withdrawn; unknown gateways keep their values", () => {
+    const live = [
+      { gatewayId: GW.publicKey, liveness: "down" as const, rttMs: 9, missed: 5, replyStreak: 0, lastHeardMs: 1, upSinceMs: null, changedMs: 1 },
+      { gatewayId: GW2.publicKey, liveness: "up" as const, rttMs: 2, missed: 0, replyStreak: 3, lastHeardMs: 1, upSinceMs: 7, changedMs: 1 },
+    ];
+    const out = withLiveHealth(rows(), live);
+    expect(out[0]!.candidates).toEqual([
+      { gatewayId: GW.publicKey, priority: 100, draining: false, own: true, state: "down", healthy: false, rttMs: 9, missed: 5, upSinceMs: null },
+      { gatewayId: GW2.publicKey, priority: 100, draining: true, own: true, state: "withdrawn", healthy: false, rttMs: 2, missed: 0, upSinceMs: 7 },
+    ]);
+    expect(withLiveHealth(rows(), [])).toEqual(rows());
+  });
+});
+
+const HOOK_CONTEXT = { revision: 1, source: "server" as const, previous: null };
+
+describe("startAgentFailover (the main thread's side)", () => {
+  test("acknowledges per-prefix rows, builds status on demand with live health, asks again when it lacks the revision's rows", async () => {
+    const sent: unknown[] = [];
+    const gateway = (liveness: "up" | "down") => [{ gatewayId: GW.publicKey, liveness, rttMs: 1, missed: 0, replyStreak: 2, lastHeardMs: 0, upSinceMs: 0, changedMs: 0 }];
+    const base = { revision: 4, prefixCount: 3, groups: [], switches: 1, recent: [] };
+    let next: unknown = { failover: { ...base, gateways: gateway("up"), prefixes: rows() } };
+    const fo = startAgentFailover({
+      engineControl: (m) => void sent.push(m),
+      engineStats: async () => next,
+      logger: silentLogger,
+      pollMs: 3_600_000,
+    });
+    fo.hook(sampleNetMap([gatewayPeer(), plainPeer({ id: "GW002", name: "backup", publicKey: GW2.publicKey })]), HOOK_CONTEXT);
+    expect(fo.status()).toBeNull();
+    const first = await fo.refresh();
+    expect(first!.map((r) => [r.prefix, r.group, r.active])).toEqual([
+      ["192.168.50.0/24", "GW001,GW002", "GW001"],
+      ["10.0.0.0/16", "10.0.0.0/16", null],
+      ["10.0.1.0/24", "10.0.1.0/24", null],
+    ]);
+    expect(sent.at(-1)).toEqual({ type: "failoverAck", revision: 4 });
+    expect(fo.activeGatewayFor("192.168.50.0/24")).toBe("GW001");
+    // The next poll has no rows (same revision) and new health: status follows the health.
+    next = { failover: { ...base, gateways: gateway("down") } };
+    const second = await fo.refresh();
+    expect(second![0]!.candidates[0]).toMatchObject({ id: "GW001", state: "down", healthy: false });
+    expect(fo.status()).toBe(second);
+    const acks = sent.length;
+    // A revision it has no rows for (another reader took them): it asks the engine to send them again.
+    next = { failover: { ...base, revision: 5, gateways: gateway("up") } };
+    await fo.refresh();
+    expect(sent.length).toBe(acks + 1);
+    expect(sent.at(-1)).toEqual({ type: "failoverAck", revision: -1 });
+    fo.stop();
   });
 });
 
@@ -228,15 +289,22 @@ describe("the device engine's failover messages (in-memory network, fake clock)"
     run(1000);
     expect(gatewayTun.packets.some((p) => p[19] === 9 && p[9] === 1)).toBe(true);
     let f = client.stats().failover!;
-    expect(f.prefixes[0]).toMatchObject({ prefix: "192.168.50.0/24", active: GW.publicKey, lastSwitch: { from: null, to: GW.publicKey, reason: "initial" } });
+    expect(f.prefixes![0]).toMatchObject({ prefix: "192.168.50.0/24", active: GW.publicKey, lastSwitch: { from: null, to: GW.publicKey, reason: "initial" } });
     expect(f.switches).toBe(1);
+    expect(f.groups).toMatchObject([{ id: GW.publicKey, active: GW.publicKey, prefixCount: 1, prefixes: ["192.168.50.0/24"] }]);
+    expect(f.gateways.map((g) => [g.gatewayId, g.liveness])).toEqual([[GW.publicKey, "up"]]);
+    // Acknowledged: the per-prefix rows stay out of stats until the revision moves.
+    client.control({ type: "failoverAck", revision: f.revision });
+    run(200);
+    expect(client.stats().failover!.prefixes).toBeUndefined();
+    expect(client.stats().failover!.revision).toBe(f.revision);
 
     gateway.control({ type: "health", withdrawn: ["192.168.50.0/24"], draining: false });
     expect(gateway.stats().drops).toBeDefined();
     run(500);
     f = client.stats().failover!;
-    expect(f.prefixes[0]).toMatchObject({ active: null, effective: { gatewayId: null, reason: "no-healthy-gateway" } });
-    expect(f.prefixes[0]!.candidates[0]).toMatchObject({ state: "withdrawn", healthy: false });
+    expect(f.prefixes![0]).toMatchObject({ active: null, effective: { gatewayId: null, reason: "no-healthy-gateway" } });
+    expect(f.prefixes![0]!.candidates[0]).toMatchObject({ state: "withdrawn", healthy: false });
     expect(f.recent.map((d) => d.reason)).toEqual(["initial", "withdrawn"]);
 
     // Fail closed: a packet to the subnet is dropped and counted, not sent.

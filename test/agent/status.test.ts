@@ -120,6 +120,7 @@ describe("renderStatus", () => {
     status.failover = [
       {
         prefix: "192.168.50.0/24",
+        group: "GW001,GW002",
         active: "GW001",
         effective: { gateway: "GW001", via: "192.168.50.0/24", reason: null },
         candidates: [
@@ -131,6 +132,7 @@ describe("renderStatus", () => {
       },
       {
         prefix: "10.0.0.0/16",
+        group: "GW001",
         active: null,
         effective: { gateway: null, via: null, reason: "no-healthy-gateway" },
         candidates: [{ id: "GW001", name: "router", priority: 100, draining: false, own: true, state: "unknown", healthy: false, rttMs: null, missedProbes: 1, upSince: null }],
@@ -138,6 +140,7 @@ describe("renderStatus", () => {
       },
       {
         prefix: "10.0.1.0/24",
+        group: "GW002",
         active: null,
         effective: { gateway: "GW001", via: "10.0.0.0/8", reason: null },
         candidates: [],
@@ -172,6 +175,61 @@ describe("renderStatus", () => {
     );
     // --json is the same object: the block is there as it is.
     expect(JSON.parse(JSON.stringify(status)).failover[0].lastSwitch).toEqual({ from: "GW002", to: "GW001", reason: "withdrawn", at: 988_000 });
+  });
+
+  test("failover: one block per group, naming a few of its subnets and counting the rest; JSON keeps every subnet", () => {
+    const status = buildStatus(input());
+    const candidates = [
+      { id: "GW001", name: "router", priority: 100, draining: false, own: true, state: "down" as const, healthy: false, rttMs: null, missedProbes: 4, upSince: null },
+      { id: "GW002", name: "backup", priority: 100, draining: false, own: true, state: "up" as const, healthy: true, rttMs: 1.5, missedProbes: 0, upSince: 900_000 },
+    ];
+    const lastSwitch = { from: "GW001", to: "GW002", reason: "active-down" as const, at: 995_000 };
+    const hosts = Array.from({ length: 4094 }, (_, i) => `172.26.${(i + 1) >> 8}.${(i + 1) & 255}/32`);
+    status.failover = [
+      ...hosts.map((prefix) => ({
+        prefix,
+        group: "GW001,GW002",
+        active: "GW002",
+        effective: { gateway: "GW002", via: prefix, reason: null },
+        candidates,
+        lastSwitch,
+      })),
+      // Same candidates, but split off (a withdrawal covered only these): its own block.
+      ...["10.9.0.1/32", "10.9.0.2/32"].map((prefix, i) => ({
+        prefix,
+        group: "GW001,GW002#2",
+        active: null,
+        effective: i === 0 ? { gateway: "GW003", via: "10.9.0.0/16", reason: null } : { gateway: null, via: null, reason: "no-healthy-gateway" as const },
+        candidates,
+        lastSwitch: null,
+      })),
+    ];
+    const text = renderStatus(status);
+    expect(text).toContain(
+      [
+        "",
+        "Subnets: 172.26.0.1/32, 172.26.0.2/32, 172.26.0.3/32 and 4091 more (4094 subnets, one failover group)",
+        "   Active gateway:   GW002 (backup)",
+        "   Candidates:       GW001 (router): down (probes unanswered), priority 100",
+        "                     GW002 (backup): up, RTT 1.5 ms, priority 100, active",
+        "   Last switch:      GW001 (router) -> GW002 (backup) (active-down), 5 seconds ago",
+        "",
+        "Subnets: 10.9.0.1/32, 10.9.0.2/32 (2 subnets, one failover group)",
+        "   Active gateway:   none (carried by GW003 for 10.9.0.0/16)",
+        "   Carried by:       GW003 for 10.9.0.0/16 (1 subnet)",
+        "                     dropped: no healthy gateway (1 subnet)",
+        "   Candidates:       GW001 (router): down (probes unanswered), priority 100",
+        "                     GW002 (backup): up, RTT 1.5 ms, priority 100",
+        "   Last switch:      none",
+        "",
+        "Peer: GW001 (router)",
+      ].join("\n"),
+    );
+    expect(text.split("\n").length).toBeLessThan(60);
+    expect(text).not.toContain("172.26.0.4/32");
+    const json = JSON.parse(JSON.stringify(status));
+    expect(json.failover).toHaveLength(4096);
+    expect(json.failover[4093]).toMatchObject({ prefix: "172.26.15.254/32", group: "GW001,GW002", active: "GW002" });
   });
 
   test("helpers", () => {

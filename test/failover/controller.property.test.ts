@@ -138,13 +138,21 @@ function runScenario(preempt: boolean, scenario: Scenario): void {
     const status = sim.ctl.status();
     const byPrefix = new Map(status.map((s) => [s.prefix, s]));
     const prev = new Map(active);
-    for (const d of ds) {
+    // A decision is one group's switch: every prefix it names switched, each checked on its own.
+    const perPrefix = ds.flatMap((d) => {
+      if (d.prefixes.length === 0) failed("decision for no prefix", d);
+      return d.prefixes.map((prefix) => ({ ...d, prefix }));
+    });
+    for (const d of perPrefix) {
       // No hidden switch: each decision starts where the last one (for that prefix) ended.
       if ((active.get(d.prefix) ?? null) !== d.from) failed("decision from a gateway that was not active", d);
       if (d.from === d.to) failed("switch to the same gateway", d);
       if (d.at !== sim.t) failed("decision timestamp", d);
       active.set(d.prefix, d.to);
       const st = byPrefix.get(d.prefix);
+      if (st !== undefined && st.group !== d.group && !st.group.startsWith(`${d.group}#`) && d.reason !== "route-removed") {
+        failed("decision names another group", { d, st });
+      }
       const row = (id: string | null) => st?.candidates.find((c) => c.gatewayId === id && c.own);
       const from = row(d.from);
       const to = row(d.to);

@@ -108,8 +108,8 @@ describe("failover scenarios", () => {
     sim.setRoutes(two(10, 200));
     sim.run(100);
     expect(sim.ctl.activeFor(NET)).toBe("B");
-    expect(sim.decisions).toEqual([{ prefix: NET, from: null, to: "B", reason: "initial", at: 4 }]);
-    expect(sim.switchLines()).toEqual(["failover: prefix=10.0.0.0/24 from=none to=B reason=initial"]);
+    expect(sim.decisions).toEqual([{ group: "A,B", prefixes: [NET], from: null, to: "B", reason: "initial", at: 4 }]);
+    expect(sim.switchLines()).toEqual(["failover: group=A,B prefixes=1 from=none to=B reason=initial first=10.0.0.0/24"]);
     // Healthy in the same evaluation (a new route over gateways already up): priority, then id.
     const tie = new Sim();
     tie.gateway("A", 5);
@@ -120,7 +120,7 @@ describe("failover scenarios", () => {
     tie.setRoutes([first]);
     tie.run(50);
     expect(tie.setRoutes([first, { prefix: NET, candidates: more([100, 50, 50]) }])).toEqual([
-      { prefix: NET, from: null, to: "B", reason: "initial", at: tie.t },
+      { group: "A,B,C", prefixes: [NET], from: null, to: "B", reason: "initial", at: tie.t },
     ]);
   });
 
@@ -134,7 +134,7 @@ describe("failover scenarios", () => {
     expect(sw.at - killedAt).toBeLessThanOrEqual(600);
     expect(sw.at - killedAt).toBeGreaterThan(400);
     expect(sim.longestOutageMs()).toBeLessThanOrEqual(610);
-    expect(sim.switchLines()).toContain("failover: prefix=10.0.0.0/24 from=A to=B reason=active-down");
+    expect(sim.switchLines()).toContain("failover: group=A,B prefixes=1 from=A to=B reason=active-down first=10.0.0.0/24");
   });
 
   test("a lost probe now and then is not a failure (why missedProbes is 3, not 2)", () => {
@@ -160,7 +160,7 @@ describe("failover scenarios", () => {
     const sim = settled();
     sim.gateways.get("A")!.lan = false;
     const ds = sim.record(sim.ctl.setWithdrawn("A", ["10.0.0.0/24"]));
-    expect(ds).toEqual([{ prefix: NET, from: "A", to: "B", reason: "withdrawn", at: sim.t }]);
+    expect(ds).toEqual([{ group: "A,B", prefixes: [NET], from: "A", to: "B", reason: "withdrawn", at: sim.t }]);
     sim.run(1000);
     expect(sim.ctl.activeFor(NET)).toBe("B");
     expect(sim.longestOutageMs()).toBe(0);
@@ -177,7 +177,7 @@ describe("failover scenarios", () => {
     const ds = sim.setRoutes([
       { prefix: NET, candidates: [ { gatewayId: "A", priority: 100, draining: true }, { gatewayId: "B", priority: 100, draining: false } ] },
     ]);
-    expect(ds).toEqual([{ prefix: NET, from: "A", to: "B", reason: "draining", at: sim.t }]);
+    expect(ds).toEqual([{ group: "A,B", prefixes: [NET], from: "A", to: "B", reason: "draining", at: sim.t }]);
     // An existing flow on A stays there while A is up; new ones go to B.
     expect(sim.ctl.lookupPinned(ip("10.0.0.7"), "A").gatewayId).toBe("A");
     expect(sim.ctl.lookup(ip("10.0.0.7")).gatewayId).toBe("B");
@@ -252,8 +252,8 @@ describe("failover scenarios", () => {
     expect(sim.ctl.lookup(ip("10.9.0.7"))).toEqual({ gatewayId: null, prefix: null, reason: "no-route" });
     // A is detected first and traffic moves to B (not yet detected), then B goes too.
     expect(sim.switchLines().slice(-2)).toEqual([
-      "failover: prefix=10.0.0.0/24 from=A to=B reason=active-down",
-      "failover: prefix=10.0.0.0/24 from=B to=none reason=active-down",
+      "failover: group=A,B prefixes=1 from=A to=B reason=active-down first=10.0.0.0/24",
+      "failover: group=A,B prefixes=1 from=B to=none reason=active-down first=10.0.0.0/24",
     ]);
     sim.gateways.get("A")!.alive = true;
     sim.run(1000);
@@ -266,9 +266,9 @@ describe("failover scenarios", () => {
     expect(sim.setRoutes(two(500, 1))).toEqual([]);
     expect(sim.ctl.activeFor(NET)).toBe("A");
     expect(sim.setRoutes([{ prefix: NET, candidates: [{ gatewayId: "B", priority: 1, draining: false }] }])).toEqual([
-      { prefix: NET, from: "A", to: "B", reason: "route-removed", at: sim.t },
+      { group: "B", prefixes: [NET], from: "A", to: "B", reason: "route-removed", at: sim.t },
     ]);
-    expect(sim.setRoutes([])).toEqual([{ prefix: NET, from: "B", to: null, reason: "route-removed", at: sim.t }]);
+    expect(sim.setRoutes([])).toEqual([{ group: "B", prefixes: [NET], from: "B", to: null, reason: "route-removed", at: sim.t }]);
     expect(sim.ctl.status()).toEqual([]);
   });
 
@@ -346,7 +346,7 @@ describe("overlaps: /24 vs /16", () => {
     sim.gateways.get("N")!.alive = true;
     sim.run(1000);
     expect(sim.ctl.lookup(ip("10.0.1.5")).gatewayId).toBe("N");
-    expect(sim.decisions.at(-1)).toMatchObject({ prefix: "10.0.1.0/24", from: null, to: "N", reason: "recovered" });
+    expect(sim.decisions.at(-1)).toMatchObject({ group: "N", prefixes: ["10.0.1.0/24"], from: null, to: "N", reason: "recovered" });
   });
 
   test("the /24 fails and policy does not allow it through the /16: fail closed", () => {
@@ -363,7 +363,7 @@ describe("overlaps: /24 vs /16", () => {
     sim.run(2000);
     expect(sim.ctl.lookup(ip("10.0.1.5")).gatewayId).toBe("N");
     expect(sim.ctl.lookup(ip("10.0.2.5"))).toEqual({ gatewayId: null, prefix: "10.0.0.0/16", reason: "no-healthy-gateway" });
-    expect(sim.decisions.filter((d) => d.prefix === "10.0.1.0/24").map((d) => d.reason)).toEqual(["initial"]);
+    expect(sim.decisions.filter((d) => d.prefixes.includes("10.0.1.0/24")).map((d) => d.reason)).toEqual(["initial"]);
   });
 
   test("a /16 withdrawal covers the /24 fallback too", () => {
@@ -388,7 +388,7 @@ describe("overlaps: /24 vs /16", () => {
 test("IPv6 prefixes work the same way", () => {
   const ctl = new FailoverController({ now: () => 0, logger: silentLogger, sendProbe: () => {} });
   ctl.setRoutes([{ prefix: "fd00:1::/64", candidates: [{ gatewayId: "A", priority: 1, draining: false }] }]);
-  expect(ctl.onProbeReply("A", 1)).toEqual([{ prefix: "fd00:1::/64", from: null, to: "A", reason: "initial", at: 0 }]);
+  expect(ctl.onProbeReply("A", 1)).toEqual([{ group: "A", prefixes: ["fd00:1::/64"], from: null, to: "A", reason: "initial", at: 0 }]);
   expect(ctl.lookup(ip("fd00:1::9")).gatewayId).toBe("A");
   expect(ctl.lookup(ip("10.0.0.1")).gatewayId).toBeNull();
 });
