@@ -26,8 +26,17 @@
  * Reports (POST /v1/agent/report): at start, every `reportIntervalMs`, and whenever the
  * discovered subnets or endpoints change (checked every `discoverIntervalMs`). Endpoints are
  * the machine's own addresses with the listen port; the server also sees the source address.
+ *
+ * Drop logging (`dropLogIntervalMs`, set by `run -v 5` only: otherwise nothing polls): every
+ * interval one stats poll, then (logDropsNow) each drop the Device recorded since the previous
+ * poll, once, as `dataplane: drop reason=... peer=<id> proto=... src=... dst=...[:port] len=...`
+ * (`from=` instead of addresses for a datagram dropped before it was opened), deduplicated by
+ * the drop log's sequence number; `dataplane: drop lost=N` when more drops happened between two
+ * polls than stats carries (the Device keeps the newest 64 there); and the per-peer counter
+ * summary, `agent: drop reason=... peer=<key> new=N total=M`.
  */
-import type { DeviceStats, PeerConfig } from "../dataplane/device.ts";
+import type { DeviceStats, DropEntry, PeerConfig } from "../dataplane/device.ts";
+import { protoName } from "../dataplane/drop-log.ts";
 import type { Endpoint } from "../dataplane/ports.ts";
 import type { AgentReport } from "../control/protocol.ts";
 import type { Logger } from "../log.ts";
@@ -192,6 +201,8 @@ export class Agent {
   #applyChain: Promise<void> = Promise.resolve();
   #started = false;
   #lastDrops = new Map<string, string>();
+  /** The newest drop log sequence number already logged. */
+  #lastDropSeq = 0;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -388,20 +399,41 @@ export class Agent {
     while (!signal.aborted) {
       await this.#o.sleep(every, signal).catch(() => {});
       if (signal.aborted) break;
-      const stats = await this.#o.dataplane.stats().catch(() => null);
-      if (!stats) continue;
-      const lines: [string, Record<string, number | undefined>][] = [["device", stats.drops], ...stats.peers.map((p) => [p.publicKey, p.drops] as [string, Record<string, number | undefined>])];
-      for (const [who, drops] of lines) {
-        for (const [reason, count] of Object.entries(drops)) {
-          const key = `${who}/${reason}`;
-          const before = Number(this.#lastDrops.get(key) ?? 0);
-          if (count !== undefined && count > before) {
-            this.#log.debug(`agent: drop reason=${reason} ${who === "device" ? "scope=device" : `peer=${who}`} new=${count - before} total=${count}`);
-            this.#lastDrops.set(key, String(count));
-          }
+      await this.logDropsNow();
+    }
+  }
+
+  /** One drop-logging poll (see the module comment); the `-v 5` loop calls it every interval. */
+  async logDropsNow(): Promise<void> {
+    const stats = await this.#o.dataplane.stats().catch(() => null);
+    if (!stats) return;
+    this.#logRecentDrops(stats);
+    const lines: [string, Record<string, number | undefined>][] = [["device", stats.drops], ...stats.peers.map((p) => [p.publicKey, p.drops] as [string, Record<string, number | undefined>])];
+    for (const [who, drops] of lines) {
+      for (const [reason, count] of Object.entries(drops)) {
+        const key = `${who}/${reason}`;
+        const before = Number(this.#lastDrops.get(key) ?? 0);
+        if (count !== undefined && count > before) {
+          this.#log.debug(`agent: drop reason=${reason} ${who === "device" ? "scope=device" : `peer=${who}`} new=${count - before} total=${count}`);
+          this.#lastDrops.set(key, String(count));
         }
       }
     }
+  }
+
+  #logRecentDrops(stats: DeviceStats): void {
+    const recent = stats.recentDrops;
+    if (recent === undefined) return;
+    // A sequence number behind ours: the data plane was restarted, its log begins again.
+    if (recent.seq < this.#lastDropSeq) this.#lastDropSeq = 0;
+    const last = this.#lastDropSeq;
+    if (recent.seq === last) return;
+    const fresh = recent.entries.filter((e) => e.seq > last);
+    const lost = (fresh.length > 0 ? fresh[0]!.seq : recent.seq + 1) - (last + 1);
+    if (lost > 0) this.#log.debug(`dataplane: drop lost=${lost} since_seq=${last}`);
+    const ids = new Map((this.netmap?.peers ?? []).map((p) => [p.publicKey, p.id]));
+    for (const e of fresh) this.#log.debug(dropLine(e, ids));
+    this.#lastDropSeq = recent.seq;
   }
 
   /** What `waygate status` shows (never the private key). */
@@ -422,6 +454,19 @@ export class Agent {
       reportError: this.#reportError,
     });
   }
+}
+
+/** One drop as a key=value line (`dataplane: drop reason=...`); peers by their system id when known. */
+export function dropLine(e: DropEntry, ids: ReadonlyMap<string, string> = new Map()): string {
+  const parts = [`dataplane: drop reason=${e.reason}`];
+  if (e.peer !== null) parts.push(`peer=${ids.get(e.peer) ?? e.peer}`);
+  if (e.ipVersion !== 0) {
+    const dst = e.dstPort === null ? e.dst : e.ipVersion === 6 ? `[${e.dst}]:${e.dstPort}` : `${e.dst}:${e.dstPort}`;
+    parts.push(`proto=${protoName(e.proto)}`, `src=${e.src}`, `dst=${dst}`);
+  }
+  if (e.from !== null) parts.push(`from=${e.from}`);
+  parts.push(`len=${e.len}`);
+  return parts.join(" ");
 }
 
 export type { NetMapPeer };

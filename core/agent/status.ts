@@ -245,7 +245,7 @@ export function formatBytes(n: number): string {
 
 /** "0.4 ms" below 10 ms (sub-millisecond LAN links stay readable), "23 ms" above. */
 export function formatRtt(ms: number): string {
-  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+  return ms < 9.95 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
 }
 
 export function formatAgo(thenMs: number | null, nowMs: number): string {

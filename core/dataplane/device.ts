@@ -79,6 +79,18 @@
  *                (`malformed-ip` when the headers are cut short).
  *   I11 deliver  written to the TUN, trimmed to the header's length (padding removed).
  *
+ * Drops: every one is counted by reason, per peer where a peer is to blame (else device-wide),
+ * and recorded in the drop log (drop-log.ts: a preallocated ring of the last 256, no allocation
+ * per drop) with what was dropped: the IP packet's addresses, protocol, port and length, or a
+ * datagram's source before it was opened. stats().recentDrops carries the newest 64 with their
+ * sequence numbers; recentDrops(sinceSeq) reads any that are still kept.
+ *
+ * Link RTT (stats().peers[].rttMs): round trips this device sees anyway, no extra packets:
+ * our initiation -> its response (I3); our response -> the first packet on that session (I6,
+ * which the initiator sends at once; ignored beyond REKEY_TIMEOUT, when that packet was lost);
+ * our probe -> its reply (I7, every 200 ms to a gateway). Smoothed as TCP's SRTT (gain 1/8);
+ * null before the first sample. Each sample costs one subtraction on a path that exists anyway.
+ *
  * Gateway drops are counted per peer (with every other drop) and in stats().gateway.drops over
  * all peers. Without setGateway, I9 does nothing and O4 only records own flows. One mechanism
  * decides on traffic to the device itself, gateway or not: a grant never opens the gateway's own
@@ -154,6 +166,7 @@ import {
   PROTO_UDP,
   PacketHeaders,
 } from "./headers.ts";
+import { DropLog, type DropLogRead, type DropLogSnapshot } from "./drop-log.ts";
 import type { BindWriter, Endpoint, PacketEngine, TunWriter } from "./ports.ts";
 import {
   type HealthReport,
@@ -171,6 +184,7 @@ import {
 import type { RouteConfig, RouteSelector } from "./routes.ts";
 
 export type { HealthReport } from "./probe.ts";
+export type { DropEntry, DropLogRead, DropLogSnapshot } from "./drop-log.ts";
 export type { AclRule, InboundAcl } from "./acl.ts";
 export type { RouteConfig, RouteSelector } from "./routes.ts";
 
@@ -303,6 +317,16 @@ export interface PeerStats {
   drops: DropCounts;
   /** Always set by Device.stats (optional for hosts that build stats by hand). */
   probes?: ProbeStats;
+  /**
+   * Wall-clock ms of the latest authenticated message from the peer (handshake, data or
+   * keepalive); 0 when none. Always set by Device.stats.
+   */
+  lastRxMs?: number;
+  /**
+   * Smoothed round trip to the peer in ms (see the module comment, Link RTT), null before the
+   * first sample. Always set by Device.stats.
+   */
+  rttMs?: number | null;
 }
 
 export interface GatewayStats {
@@ -337,6 +361,12 @@ export interface DeviceStats {
   routes?: RouteStats | null;
   /** Null unless setInboundRules turned inbound ACLs on (optional for hosts that build stats by hand). */
   acl?: AclStats | null;
+  /**
+   * The newest drops (at most DROP_LOG_STATS_ENTRIES, oldest first) and the newest seq: a poller
+   * remembers the last seq it saw and reads what is newer (gaps are drops the ring overwrote).
+   * Always set by Device.stats.
+   */
+  recentDrops?: DropLogSnapshot;
 }
 
 export class DeviceConfigError extends WaygateError {
@@ -408,6 +438,12 @@ class Peer {
   txBytes = 0;
   handshakes = 0;
   handshakeInitiations = 0;
+  /** Wall-clock ms of the latest authenticated message from this peer (keepalives included); 0: none. */
+  lastRxMs = 0;
+  /** Smoothed round trip in ms (rttSample), NaN before the first sample. */
+  rttMs = Number.NaN;
+  /** When our latest handshake response went out, until the first packet on its session confirms it (NaN). */
+  responseSentMs = Number.NaN;
   drops: DropCounts = {};
   /** This peer's compiled gateway rules (null: none, or not a gateway). */
   gatewaySender: GatewaySender | null = null;
@@ -506,6 +542,9 @@ export class Device implements PacketEngine {
   private readonly maxOwnFlows: number;
   private readonly ownFlowTimeouts: FlowTimeouts;
   private readonly drops: DropCounts = {};
+  private readonly dropLog = new DropLog();
+  /** stats()' drop log part, rebuilt only when a drop happened since (stats is polled twice a second). */
+  private dropSnapshot: DropLogSnapshot = { seq: 0, entries: [] };
   private cookieRepliesSent = 0;
   private loadWindowStartMs = Number.NEGATIVE_INFINITY;
   private loadCount = 0;
@@ -895,7 +934,7 @@ export class Device implements PacketEngine {
     try {
       this.send(packet);
     } catch (err) {
-      this.drop(null, "internal-error");
+      this.drop(null, "internal-error", packet, packet.length);
       this.log.error(`device: internal error on a TUN packet: ${String(err)}`);
     }
   }
@@ -910,15 +949,15 @@ export class Device implements PacketEngine {
     } else if (version === 6) {
       target = this.outbound.lookup(ipv6Destination(packet, this.addr16));
     } else {
-      this.drop(null, "malformed-tun-packet");
+      this.drop(null, "malformed-tun-packet", packet, len);
       return;
     }
     if (len > MAX_CONTENT_SIZE) {
-      this.drop(null, "malformed-tun-packet");
+      this.drop(null, "malformed-tun-packet", packet, len);
       return;
     }
     if (target === undefined) {
-      this.drop(null, "no-peer-for-destination");
+      this.drop(null, "no-peer-for-destination", packet, len);
       return;
     }
     let peer: Peer;
@@ -940,8 +979,8 @@ export class Device implements PacketEngine {
         return;
       }
       if (verdict !== SELF) {
-        if (verdict === MALFORMED_IP) this.drop(null, "malformed-tun-packet");
-        else this.drop(peer, gateway.count(verdict));
+        if (verdict === MALFORMED_IP) this.drop(null, "malformed-tun-packet", packet, len);
+        else this.drop(peer, gateway.count(verdict), packet, len);
         return;
       }
       parsed = true;
@@ -949,11 +988,11 @@ export class Device implements PacketEngine {
     if (own !== null) {
       const h = this.headers;
       if (!parsed && h.parse(packet, len) !== PARSE_OK) {
-        this.drop(null, "malformed-tun-packet");
+        this.drop(null, "malformed-tun-packet", packet, len);
         return;
       }
       if (h.fragment !== FRAG_LATER && own.open(h, this.now()) === TABLE_FULL) {
-        this.drop(peer, "flow-table-full");
+        this.drop(peer, "flow-table-full", packet, len);
         return;
       }
     }
@@ -967,7 +1006,7 @@ export class Device implements PacketEngine {
   private selectGateway(packet: Uint8Array, len: number, version: 4 | 6): Peer | null {
     const selector = this.selector;
     if (selector === null) {
-      this.drop(null, "no-healthy-gateway");
+      this.drop(null, "no-healthy-gateway", packet, len);
       return null;
     }
     let dst = this.addr16;
@@ -992,12 +1031,12 @@ export class Device implements PacketEngine {
     }
     const id = answer.gatewayId;
     if (id === null) {
-      this.drop(null, "no-healthy-gateway");
+      this.drop(null, "no-healthy-gateway", packet, len);
       return null;
     }
     const peer = this.peers.get(id);
     if (peer === undefined) {
-      this.drop(null, "route-gateway-unknown");
+      this.drop(null, "route-gateway-unknown", packet, len);
       return null;
     }
     if (pinnable && peer.pinSlot !== 0) {
@@ -1081,7 +1120,7 @@ export class Device implements PacketEngine {
     peer.probeTokensAt = now;
     if (tokens < 1) {
       peer.probeTokens = tokens;
-      this.drop(peer, "probe-rate-limited");
+      this.drop(peer, "probe-rate-limited", buf, len);
       return;
     }
     peer.probeTokens = tokens - 1;
@@ -1096,11 +1135,12 @@ export class Device implements PacketEngine {
     const i = seq % PROBE_WINDOW;
     const sentAt = peer.probeSentAt[i]!;
     if (peer.probeSeqs[i] !== seq || Number.isNaN(sentAt) || seq === 0) {
-      this.drop(peer, "probe-unexpected");
+      this.drop(peer, "probe-unexpected", buf, len);
       return;
     }
     peer.probeSentAt[i] = Number.NaN;
     peer.probeUnanswered = 0;
+    this.rttSample(peer, this.now() - sentAt);
     peer.probeStats.replies++;
     const block = replyReportBytes(buf, len);
     const last = peer.reportBytes;
@@ -1123,8 +1163,8 @@ export class Device implements PacketEngine {
 
   private stage(peer: Peer, packet: Uint8Array): void {
     if (peer.staged.length >= this.maxStaged) {
-      peer.staged.shift();
-      this.drop(peer, "staged-overflow");
+      const oldest = peer.staged.shift()!;
+      this.drop(peer, "staged-overflow", oldest, oldest.length);
     }
     peer.staged.push(packet);
   }
@@ -1133,7 +1173,7 @@ export class Device implements PacketEngine {
   private sealAndSend(peer: Peer, kp: Keypair, packet: Uint8Array, len: number): void {
     const endpoint = peer.endpoint;
     if (endpoint === null) {
-      this.drop(peer, "no-endpoint");
+      this.drop(peer, "no-endpoint", packet, len);
       return;
     }
     const n = this.codec.seal(kp, packet, len, this.sendBuf, this.mtu);
@@ -1222,6 +1262,7 @@ export class Device implements PacketEngine {
 
   private sendHandshakeResponse(peer: Peer, to: Endpoint): void {
     peer.lastSentHandshakeMs = this.now();
+    peer.responseSentMs = peer.lastSentHandshakeMs;
     // Our own initiation, if one is in flight, was set aside and must keep its index.
     if (peer.handshake.pendingInitiation === null) this.releaseHandshakeIndex(peer);
     const index = this.newIndex();
@@ -1314,7 +1355,7 @@ export class Device implements PacketEngine {
     try {
       this.receive(data, from);
     } catch (err) {
-      this.drop(null, "internal-error");
+      this.drop(null, "internal-error", data, data.length, from);
       this.log.error(`device: internal error on datagram from ${from.address}:${from.port}: ${String(err)}`);
     }
   }
@@ -1323,28 +1364,28 @@ export class Device implements PacketEngine {
     const len = data.length;
     // I2 classify
     if (len < 4 || data[1] !== 0 || data[2] !== 0 || data[3] !== 0) {
-      this.drop(null, "malformed-unknown-type");
+      this.drop(null, "malformed-unknown-type", data, len, from);
       return;
     }
     switch (data[0]) {
       case MESSAGE_TRANSPORT:
-        if (len < KEEPALIVE_SIZE) this.drop(null, "malformed-transport");
+        if (len < KEEPALIVE_SIZE) this.drop(null, "malformed-transport", data, len, from);
         else this.receiveTransport(data, from);
         return;
       case MESSAGE_INITIATION:
-        if (len !== INITIATION_SIZE) this.drop(null, "malformed-initiation");
+        if (len !== INITIATION_SIZE) this.drop(null, "malformed-initiation", data, len, from);
         else this.receiveHandshake(data, from);
         return;
       case MESSAGE_RESPONSE:
-        if (len !== RESPONSE_SIZE) this.drop(null, "malformed-response");
+        if (len !== RESPONSE_SIZE) this.drop(null, "malformed-response", data, len, from);
         else this.receiveHandshake(data, from);
         return;
       case MESSAGE_COOKIE_REPLY:
-        if (len !== COOKIE_REPLY_SIZE) this.drop(null, "malformed-cookie-reply");
-        else this.receiveCookieReply(data);
+        if (len !== COOKIE_REPLY_SIZE) this.drop(null, "malformed-cookie-reply", data, len, from);
+        else this.receiveCookieReply(data, from);
         return;
       default:
-        this.drop(null, "malformed-unknown-type");
+        this.drop(null, "malformed-unknown-type", data, len, from);
     }
   }
 
@@ -1364,7 +1405,7 @@ export class Device implements PacketEngine {
     const now = this.now();
     const loaded = this.underLoad(now);
     if (!this.checker.checkMac1(data)) {
-      this.drop(null, "mac1-invalid");
+      this.drop(null, "mac1-invalid", data, data.length, from);
       return;
     }
     if (loaded) {
@@ -1372,13 +1413,13 @@ export class Device implements PacketEngine {
       if (!this.checker.checkMac2(data, src)) {
         const reply = this.checker.createReply(data, readU32(data, 4), src);
         this.cookieRepliesSent++;
-        this.drop(null, "under-load");
+        this.drop(null, "under-load", data, data.length, from);
         this.bind.sendDatagram(reply, from);
         this.flush();
         return;
       }
       if (!this.limiter.allow(from.address)) {
-        this.drop(null, "rate-limited");
+        this.drop(null, "rate-limited", data, data.length, from);
         return;
       }
     }
@@ -1390,10 +1431,11 @@ export class Device implements PacketEngine {
       });
       const peer = found as Peer | null;
       if (!result.ok) {
-        this.drop(result.reason === "unknown-peer" ? null : peer, result.reason);
+        this.drop(result.reason === "unknown-peer" ? null : peer, result.reason, data, data.length, from);
         return;
       }
       if (peer === null) return;
+      peer.lastRxMs = now;
       peer.timers.anyAuthenticatedPacketTraversal();
       peer.timers.anyAuthenticatedPacketReceived();
       this.setEndpoint(peer, from);
@@ -1406,15 +1448,18 @@ export class Device implements PacketEngine {
     }
     const entry = this.indices.get(readU32(data, 8));
     if (entry === undefined || entry.keypair !== null || entry.peer.handshake.localIndex !== readU32(data, 8)) {
-      this.drop(null, "unknown-receiver");
+      this.drop(null, "unknown-receiver", data, data.length, from);
       return;
     }
     const peer = entry.peer;
     const rejection = this.noise.consumeResponse(peer.handshake, data);
     if (rejection !== null) {
-      this.drop(peer, rejection);
+      this.drop(peer, rejection, data, data.length, from);
       return;
     }
+    // The response answers our latest initiation (an older one's index was released): a round trip.
+    this.rttSample(peer, now - peer.lastInitiationSentMs);
+    peer.lastRxMs = now;
     this.setEndpoint(peer, from);
     peer.rxBytes += data.length;
     peer.timers.anyAuthenticatedPacketTraversal();
@@ -1465,13 +1510,13 @@ export class Device implements PacketEngine {
   }
 
   /** I4: a cookie reply to one of our handshake messages. */
-  private receiveCookieReply(data: Uint8Array): void {
+  private receiveCookieReply(data: Uint8Array, from: Endpoint): void {
     const entry = this.indices.get(readU32(data, 4));
     if (entry === undefined) {
-      this.drop(null, "unknown-receiver");
+      this.drop(null, "unknown-receiver", data, data.length, from);
       return;
     }
-    if (!entry.peer.cookies.consumeReply(data)) this.drop(entry.peer, "cookie-invalid");
+    if (!entry.peer.cookies.consumeReply(data)) this.drop(entry.peer, "cookie-invalid", data, data.length, from);
   }
 
   /** I5–I10: a transport message. */
@@ -1479,27 +1524,34 @@ export class Device implements PacketEngine {
     // I5 open
     const entry = this.indices.get(readU32(data, 4));
     if (entry === undefined || entry.keypair === null) {
-      this.drop(null, "unknown-receiver");
+      this.drop(null, "unknown-receiver", data, data.length, from);
       return;
     }
     const kp = entry.keypair;
     const peer = entry.peer;
-    if (this.now() - kp.createdMs >= this.timerConfig.rejectAfterTimeMs) {
-      this.drop(peer, "keypair-expired");
+    const now = this.now();
+    if (now - kp.createdMs >= this.timerConfig.rejectAfterTimeMs) {
+      this.drop(peer, "keypair-expired", data, data.length, from);
       return;
     }
     const buf = this.recvBuf;
     const n = this.codec.open(kp, data, buf);
     if (n < 0) {
-      this.drop(peer, "decrypt-failed");
+      this.drop(peer, "decrypt-failed", data, data.length, from);
       return;
     }
     if (!kp.replay.check(counterHi(data), counterLo(data))) {
-      this.drop(peer, "replayed");
+      this.drop(peer, "replayed", data, data.length, from);
       return;
     }
+    peer.lastRxMs = now;
     // I6 confirm
     if (this.receivedWithKeypair(peer, kp)) {
+      // The initiator answers our response at once (a keepalive or its staged data): a round
+      // trip, unless that packet was lost and a later one confirms (then the sample is too old).
+      const sent = peer.responseSentMs;
+      peer.responseSentMs = Number.NaN;
+      if (now - sent <= this.timerConfig.rekeyTimeoutMs) this.rttSample(peer, now - sent);
       this.setEndpoint(peer, from);
       this.handshakeComplete(peer);
       this.log.debug(`device: handshake complete peer=${peer.keyText} role=responder`);
@@ -1515,7 +1567,7 @@ export class Device implements PacketEngine {
     peer.timers.dataReceived();
     const length = ipPacketLength(buf, n);
     if (length < 0) {
-      this.drop(peer, "malformed-ip");
+      this.drop(peer, "malformed-ip", buf, n);
       return;
     }
     // I7 probe
@@ -1537,7 +1589,7 @@ export class Device implements PacketEngine {
       allowed = this.routes.lookup(src) === peer || peer.allowsV6(src);
     }
     if (!allowed) {
-      this.drop(peer, "source-not-allowed");
+      this.drop(peer, "source-not-allowed", buf, length);
       return;
     }
     // I9 gateway
@@ -1550,7 +1602,7 @@ export class Device implements PacketEngine {
         return;
       }
       if (verdict !== SELF) {
-        this.drop(peer, gateway.count(verdict));
+        this.drop(peer, gateway.count(verdict), buf, length);
         return;
       }
       parsed = true;
@@ -1558,12 +1610,12 @@ export class Device implements PacketEngine {
     // I10 acl
     if (this.ownFlows !== null) {
       if (!parsed && this.headers.parse(buf, length) !== PARSE_OK) {
-        this.drop(peer, "malformed-ip");
+        this.drop(peer, "malformed-ip", buf, length);
         return;
       }
       const reason = this.inboundAcl(peer);
       if (reason !== null) {
-        this.drop(peer, reason);
+        this.drop(peer, reason, buf, length);
         return;
       }
     }
@@ -1595,9 +1647,20 @@ export class Device implements PacketEngine {
     peer.endpoint = { address: from.address, port: from.port };
   }
 
-  private drop(peer: Peer | null, reason: DropReason): void {
+  /**
+   * Counts a drop and records it in the drop log: `packet[0..len)` is the IP packet, or, with
+   * `from`, the datagram as it arrived. On the packet path: nothing here allocates.
+   */
+  private drop(peer: Peer | null, reason: DropReason, packet: Uint8Array | null = null, len = 0, from: Endpoint | null = null): void {
     const counts = peer === null ? this.drops : peer.drops;
     counts[reason] = (counts[reason] ?? 0) + 1;
+    this.dropLog.record(this.now(), reason, peer === null ? null : peer.keyText, packet, len, from);
+  }
+
+  /** One round-trip sample (ms) into the peer's smoothed RTT (EWMA, gain 1/8 as TCP's SRTT). */
+  private rttSample(peer: Peer, ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) return;
+    peer.rttMs = Number.isNaN(peer.rttMs) ? ms : peer.rttMs + (ms - peer.rttMs) / 8;
   }
 
   private flush(): void {
@@ -1642,9 +1705,8 @@ export class Device implements PacketEngine {
       if (timers.handshakeAttempts > maxTimerHandshakes(this.timerConfig)) {
         this.log.debug(`device: handshake gave up peer=${peer.keyText} attempts=${timers.handshakeAttempts + 2}`);
         timers.cancelKeepalive();
-        const n = peer.staged.length;
+        for (const packet of peer.staged) this.drop(peer, "handshake-timeout", packet, packet.length);
         peer.staged.length = 0;
-        if (n > 0) peer.drops["handshake-timeout"] = (peer.drops["handshake-timeout"] ?? 0) + n;
         timers.armZeroKeyMaterialIfIdle();
       } else {
         timers.handshakeAttempts++;
@@ -1688,8 +1750,11 @@ export class Device implements PacketEngine {
         persistentKeepalive: peer.persistentKeepaliveS,
         drops: { ...peer.drops },
         probes: { ...peer.probeStats },
+        lastRxMs: peer.lastRxMs,
+        rttMs: Number.isNaN(peer.rttMs) ? null : Math.round(peer.rttMs * 100) / 100,
       });
     }
+    if (this.dropSnapshot.seq !== this.dropLog.seq) this.dropSnapshot = this.dropLog.snapshot();
     return {
       publicKey: this.publicKey,
       peers,
@@ -1699,7 +1764,16 @@ export class Device implements PacketEngine {
       underLoad: this.now() < this.underLoadUntilMs,
       routes: this.routeStats(),
       acl: this.aclStats(),
+      recentDrops: this.dropSnapshot,
     };
+  }
+
+  /**
+   * Drops recorded after `sinceSeq` (drop-log.ts), oldest first, at most `max`; `lost` counts
+   * the later ones the ring overwrote (or `max` left out). Allocates: the stats path, not per packet.
+   */
+  recentDrops(sinceSeq = 0, max?: number): DropLogRead {
+    return this.dropLog.since(sinceSeq, max);
   }
 
   private aclStats(): AclStats | null {

@@ -9,12 +9,15 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent, type AgentDataplane, diffPeers, type DiscoveredAddress, parseEndpoint, peerConfigsFor, reportableSubnets } from "../../core/agent/agent.ts";
+import { Agent, type AgentDataplane, diffPeers, dropLine, type DiscoveredAddress, parseEndpoint, peerConfigsFor, reportableSubnets } from "../../core/agent/agent.ts";
 import type { StreamItem } from "../../core/agent/client.ts";
 import { type Enrolment, type Identity, netMapPath, readSavedNetMap, writeSavedNetMap } from "../../core/agent/state.ts";
 import type { AgentReport } from "../../core/control/protocol.ts";
 import type { DeviceStats, PeerConfig } from "../../core/dataplane/device.ts";
 import { recordingLogger } from "../../core/log.ts";
+import { DropLog } from "../../core/dataplane/drop-log.ts";
+import { taggedLogger } from "../../core/agent/log.ts";
+import { ipPacket } from "../dataplane/packets.ts";
 import { gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF, SERVER } from "./fixtures.ts";
 
 let dir: string;
@@ -259,3 +262,124 @@ describe("status()", () => {
     expect(desk).toMatchObject({ id: "PEER2", state: "connecting", endpoint: "[fd00::3]:51820", gatewayFor: [], rttMs: null });
   });
 });
+
+describe("drop log (run -v 5)", () => {
+  /** An Agent whose data plane reports the drops recorded in `log` (a real drop log), and counts stats polls. */
+  function dropAgent(options: { dropLogIntervalMs?: number } = {}) {
+    const log = new DropLog();
+    const base = fakeDataplane();
+    let polls = 0;
+    const dataplane: AgentDataplane = {
+      setPeers: (p) => base.setPeers(p),
+      async stats() {
+        polls++;
+        return { ...(await base.stats())!, recentDrops: log.snapshot() };
+      },
+    };
+    const logger = recordingLogger();
+    const agent = new Agent({
+      identity,
+      stateDir: dir,
+      client: {
+        async *stream(): AsyncGenerator<StreamItem> {
+          throw new Error("ECONNREFUSED");
+        },
+        async report() {},
+      },
+      dataplane,
+      discoverSubnets: async () => [],
+      logger,
+      now: () => 100_000,
+      sleep: (ms, signal) =>
+        new Promise((r) => {
+          const t = setTimeout(r, Math.min(ms, 5));
+          signal?.addEventListener("abort", () => {
+            clearTimeout(t);
+            r();
+          });
+        }),
+      random: () => 0,
+      interfaceName: "wg-waygate",
+      listenPort: 51820,
+      version: "1",
+      os: "linux",
+      ...(options.dropLogIntervalMs !== undefined ? { dropLogIntervalMs: options.dropLogIntervalMs } : {}),
+    });
+    const lines = () => logger.lines.filter((l) => l.message.startsWith("dataplane: drop")).map((l) => l.message);
+    return { agent, log, logger, lines, polls: () => polls };
+  }
+  const grantless = ipPacket({ src: "100.64.0.2", dst: "172.26.0.251", proto: "tcp", sport: 40000, dport: 80 });
+
+  test("each new drop logged once with its reason, the peer by its system id; the counter summary too", async () => {
+    const { agent, log, logger, lines } = dropAgent();
+    await agent.applyNetMap({ revision: 1, netmap: sampleNetMap() }, "server");
+    log.record(1, "gateway-no-grant", GW.publicKey, grantless, grantless.length, null);
+    log.record(2, "mac1-invalid", null, new Uint8Array(148), 148, { address: "203.0.113.9", port: 40000 });
+    await agent.logDropsNow();
+    expect(lines()).toEqual([
+      "dataplane: drop reason=gateway-no-grant peer=GW001 proto=tcp src=100.64.0.2 dst=172.26.0.251:80 len=40",
+      "dataplane: drop reason=mac1-invalid from=203.0.113.9:40000 len=148",
+    ]);
+    expect(logger.lines.filter((l) => l.message.startsWith("dataplane: drop")).every((l) => l.level === "debug")).toBe(true);
+    expect(logger.lines.map((l) => l.message)).toContain(`agent: drop reason=source-not-allowed peer=${GW.publicKey} new=2 total=2`);
+
+    await agent.logDropsNow(); // nothing new: nothing logged
+    expect(lines().length).toBe(2);
+
+    const v6 = ipPacket({ src: "fd00::3", dst: "fd00::2", proto: "udp", sport: 5353, dport: 53 });
+    log.record(3, "source-not-allowed", PEER2.publicKey, v6, v6.length, null);
+    log.record(4, "acl-denied", SERVER.publicKey, icmp(), 28, null);
+    await agent.logDropsNow();
+    expect(lines().slice(2)).toEqual([
+      `dataplane: drop reason=source-not-allowed peer=PEER2 proto=udp src=fd00::3 dst=[fd00::2]:53 len=${v6.length}`,
+      `dataplane: drop reason=acl-denied peer=${SERVER.publicKey} proto=icmp src=100.64.0.3 dst=100.64.0.2 len=28`,
+    ]);
+  });
+
+  test("more drops between two polls than stats carries: one lost=N line, then the newest, each once", async () => {
+    const { agent, log, lines } = dropAgent();
+    for (let i = 0; i < 100; i++) log.record(i, "replayed", GW.publicKey, null, 32, { address: "10.0.0.1", port: 51820 });
+    await agent.logDropsNow();
+    expect(lines()[0]).toBe("dataplane: drop lost=36 since_seq=0");
+    expect(lines().length).toBe(1 + 64);
+    for (let i = 0; i < 300; i++) log.record(i, "decrypt-failed", GW.publicKey, null, 64, { address: "10.0.0.1", port: 51820 });
+    await agent.logDropsNow();
+    const second = lines().slice(65);
+    expect(second[0]).toBe("dataplane: drop lost=236 since_seq=100");
+    expect(second.slice(1)).toEqual(new Array(64).fill(`dataplane: drop reason=decrypt-failed peer=${GW.publicKey} from=10.0.0.1:51820 len=64`));
+    // drops only after the newest one logged: exactly those, no lost line
+    log.record(0, "replayed", null, null, 32, { address: "10.0.0.9", port: 1 });
+    await agent.logDropsNow();
+    expect(lines().slice(65 + 65)).toEqual(["dataplane: drop reason=replayed from=10.0.0.9:1 len=32"]);
+  });
+
+  test("the lines go to consola's dataplane tag", () => {
+    const tagged: string[] = [];
+    const base = { ...recordingLogger(), withTag: (tag: string) => ({ ...recordingLogger(), debug: (m: string) => tagged.push(`[${tag}] ${m}`) }) };
+    const log = new DropLog();
+    log.record(0, "gateway-no-grant", GW.publicKey, grantless, 60, null);
+    taggedLogger(base).debug(dropLine(log.since(0).entries[0]!, new Map([[GW.publicKey, "Y7299"]])));
+    expect(tagged).toEqual(["[dataplane] drop reason=gateway-no-grant peer=Y7299 proto=tcp src=100.64.0.2 dst=172.26.0.251:80 len=60"]);
+  });
+
+  test("polled only when dropLogIntervalMs is set (run -v 5): no stats polls otherwise", async () => {
+    for (const interval of [undefined, 10]) {
+      const { agent, log, lines, polls } = dropAgent(interval === undefined ? {} : { dropLogIntervalMs: interval });
+      log.record(1, "no-peer-for-destination", null, grantless, 40, null);
+      agent.start();
+      await new Promise((r) => setTimeout(r, 80));
+      await agent.stop();
+      if (interval === undefined) {
+        expect(polls()).toBe(0);
+        expect(lines()).toEqual([]);
+      } else {
+        expect(polls()).toBeGreaterThanOrEqual(2);
+        expect(lines()).toEqual(["dataplane: drop reason=no-peer-for-destination proto=tcp src=100.64.0.2 dst=172.26.0.251:80 len=40"]);
+      }
+    }
+  });
+});
+
+function icmp(): Uint8Array {
+  return ipPacket({ src: "100.64.0.3", dst: "100.64.0.2", proto: "icmp" });
+}

@@ -287,3 +287,44 @@ describe("waygate status (no agent running)", () => {
     expect(errors.join("\n")).toContain("waygate enrol --server URL --key KEY");
   });
 });
+
+describe("Link RTT and last activity", () => {
+  test("from the Device's stats: `0.4 ms` (one decimal below 10 ms), JSON the number; last activity is the later of rx and handshake", async () => {
+    const { formatRtt } = await import("../../core/agent/status.ts");
+    const base = input();
+    const [gw, desk] = base.stats!.peers;
+    base.stats!.peers = [
+      { ...gw!, rttMs: 0.42, lastRxMs: 999_000 }, // handshake 3 s ago, a keepalive 1 s ago
+      { ...desk!, rttMs: 23.4, lastRxMs: 0 },
+    ];
+    const status = buildStatus(base);
+    expect(status.peers.map((p) => [p.rttMs, p.lastActivityAt])).toEqual([
+      [0.42, 999_000],
+      [23.4, null],
+    ]);
+    const text = renderStatus(status);
+    expect(text).toContain(["   Last activity:    1 second ago", "   Transfer:         2.00 KiB received, 4.77 MiB sent", "   Link RTT:         0.4 ms"].join("\n"));
+    expect(text).toContain(["   Last activity:    never", "   Transfer:         0 B received, 0 B sent", "   Link RTT:         23 ms"].join("\n"));
+    expect(JSON.parse(JSON.stringify(status)).peers[0]).toMatchObject({ rttMs: 0.42, lastActivityAt: 999_000, lastHandshakeAt: 997_000 });
+    expect([formatRtt(0), formatRtt(0.04), formatRtt(9.94), formatRtt(9.96), formatRtt(123.6)]).toEqual(["0.0 ms", "0.0 ms", "9.9 ms", "10 ms", "124 ms"]);
+    // Stats from a host that builds them by hand without the new fields: "-" and the handshake.
+    const plain = renderStatus(buildStatus(input()));
+    expect(plain).toContain("   Last activity:    3 seconds ago");
+    expect(plain).toContain("   Link RTT:         -");
+  });
+
+  test("measured by two Devices: 7 ms each way shows as 14 ms", async () => {
+    const { twoDevices, icmpEcho } = await import("../dataplane/memory.ts");
+    const rig = twoDevices();
+    rig.a.device.handleTunPacket(icmpEcho({ src: "10.0.0.1", dst: "10.0.0.2" }));
+    for (let n = 0; rig.net.queue.length > 0 && n < 100; n++) {
+      const d = rig.net.queue.shift()!;
+      rig.clock.advance(7);
+      (d.to.address === rig.a.endpoint.address ? rig.a : rig.b).device.handleDatagram(d.data, d.from);
+    }
+    const netmap = sampleNetMap([gatewayPeer({ publicKey: rig.b.publicKey })]);
+    const status = buildStatus(input({ now: rig.clock.now(), netmap: { revision: 1, netmap, source: "server", appliedAt: 1 }, stats: rig.a.device.stats() }));
+    expect(status.peers[0]).toMatchObject({ state: "up", rttMs: 14 });
+    expect(renderStatus(status)).toContain("   Link RTT:         14 ms\n");
+  });
+});
