@@ -19,7 +19,7 @@
  * leaking it, and `--no-allow-lan-access` sends the local LAN through the tunnel too.
  *
  * -v: 0 errors, 1 warnings, 3 info (default), 4 every decision (peer add/change/remove/keep,
- * discovery skips, routes), 5 also per-peer packet-drop counters with their reasons every 5 s.
+ * discovery skips, routes), 5 also every packet drop with its reason (`[dataplane] drop reason=... peer=... src=... dst=...`) plus per-peer drop counters every 5 s.
  * Log lines carry consola tags per component ([agent], [control], [engine], [router], ...).
  */
 import { defineCommand } from "citty";
