@@ -1,6 +1,6 @@
 /**
  * @module core/runner
- * The CommandRunner interface core declares; platform/exec.ts implements it over Bun.spawn and
+ * The CommandRunner interface core declares; platform/exec.ts implements it (spawning processes there) and
  * tests use state-modelling fakes. Core itself never spawns processes.
  */
 export interface CommandResult {

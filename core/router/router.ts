@@ -225,6 +225,16 @@ export function targetText(t: RouteTarget): string {
 }
 
 /** Canonical one-line text of a route: its identity for deltas and dumps. */
+/**
+ * Remembers which bypass routes (via a gateway or a link, not the tunnel) we added: route tools
+ * without route tagging (route.exe, BSD route) cannot tell ours from the user's otherwise.
+ */
+export function trackOwnedBypass(owned: Set<string>, change: RouteChange): void {
+  if (change.route.target.kind !== "gateway" && change.route.target.kind !== "link") return;
+  if (change.op === "add") owned.add(routeKey(change.route));
+  else owned.delete(routeKey(change.route));
+}
+
 export function routeKey(r: Route): string {
   return `${r.prefix} ${targetText(r.target)} metric ${r.metric}`;
 }

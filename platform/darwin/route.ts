@@ -31,6 +31,7 @@ import {
   ReconcilingRouter,
   RouteParseError,
   routeKey,
+  trackOwnedBypass,
   toPrefix,
   type PlatformTraits,
   type Route,
@@ -184,10 +185,7 @@ export class DarwinRouterBackend implements RouterBackend {
 
   async apply(change: RouteChange, tunnel: TunnelId | null): Promise<void> {
     await this.runner.run(darwinRouteArgv(change, tunnel));
-    if (change.route.target.kind === "gateway" || change.route.target.kind === "link") {
-      if (change.op === "add") this.owned.add(routeKey(change.route));
-      else this.owned.delete(routeKey(change.route));
-    }
+    trackOwnedBypass(this.owned, change);
   }
 }
 

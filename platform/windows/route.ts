@@ -36,6 +36,7 @@ import {
   ReconcilingRouter,
   RouteParseError,
   routeKey,
+  trackOwnedBypass,
   toPrefix,
   RouterConfigError,
   type PlatformTraits,
@@ -305,10 +306,7 @@ export class WindowsRouterBackend implements RouterBackend {
 
   async apply(change: RouteChange, tunnel: TunnelId | null): Promise<void> {
     await this.runner.run(windowsRouteArgv(change, tunnel));
-    if (change.route.target.kind === "gateway" || change.route.target.kind === "link") {
-      if (change.op === "add") this.owned.add(routeKey(change.route));
-      else this.owned.delete(routeKey(change.route));
-    }
+    trackOwnedBypass(this.owned, change);
   }
 }
 
