@@ -2,6 +2,7 @@
  * @module cmd/policy
  * `waygate policy explain`: asks the control plane whether a system may send a packet to a
  * destination, and why (core/policy/evaluate.ts explain, run against the server's live state).
+ * Exit status 0 when allowed and 1 when denied, so scripts can test it like grep.
  */
 import { defineCommand } from "citty";
 import { adminClient, connectionArgs, jsonArg, output, type AdminCommandData } from "./admin-client.ts";
@@ -22,6 +23,8 @@ const explain = defineCommand({
     if (args.port !== undefined) q.set("port", args.port);
     const r = await adminClient(args, d).request<{ allowed: boolean; text: string }>("GET", `/explain?${q}`);
     output(d)(args.json ? JSON.stringify(r, null, 2) + "\n" : r.text + "\n");
+    // cmd/main.ts runCli returns process.exitCode when a command sets it.
+    if (!r.allowed) process.exitCode = 1;
   },
 });
 

@@ -132,8 +132,12 @@ describe("admin CLI", () => {
     explained = await ok(["policy", "explain", "--system", client.id, "--destination", server.address, "--port", "22"]);
     expect(explained).toStartWith(`ALLOWED ${client.id} -> ${server.address} tcp/22 directly by policy ssh`);
     await ok(["policies", "edit", "office", "--clear-filter", "--disable"]);
+    expect(process.exitCode ?? 0).toBe(0);
     explained = await ok(["policy", "explain", "--system", client.id, "--destination", "172.26.0.250", "--port", "443", "--json"]);
     expect(JSON.parse(explained).allowed).toBe(false);
+    // Denied: exit status 1 (runCli returns process.exitCode); reset so the test runner's own status is untouched.
+    expect(process.exitCode).toBe(1);
+    process.exitCode = 0;
     await ok(["policies", "edit", "office", "--enable"]);
     expect(JSON.parse(await ok(["policies", "show", "office", "--json"]))).toMatchObject({ enabled: true, subnetFilter: null });
     expect(await ok(["policies", "remove", "ssh", "--direct"])).toBe("direct access policy ssh removed\n");
