@@ -74,7 +74,7 @@ export default defineCommand({
     "allow-lan-access": { type: "boolean", description: "With a default route through a gateway: keep the local LAN direct (--no-allow-lan-access: through the tunnel)", default: true },
     preempt: { type: "boolean", description: "Failover: move back to a better-priority gateway once it has been healthy for 10 s (default: stay while the active one is healthy)", default: false },
     "upstream-host": { type: "string", description: "Gateway: hosts whose reachability keeps a subnet served, SUBNET=HOST[:PORT], comma-separated (default: link state only)", valueHint: "SUBNET=HOST[:PORT],..." },
-    "report-unhealthy": { type: "boolean", description: "Gateway: also report withdrawn subnets to the control plane (off: clients learn it from probes; see README)", default: false },
+    "report-unhealthy": { type: "boolean", description: "Gateway: also report subnets it cannot reach to the control plane, so `waygate gateways list` shows them unhealthy (--no-report-unhealthy: clients learn it from probes only)", default: true },
     ...DNS_ARGS,
   },
   async run({ args, data }) {
@@ -107,7 +107,7 @@ export default defineCommand({
       allowLanAccess: args["allow-lan-access"] !== false,
       failover: parseFailoverSettings({ preempt: args.preempt === true }),
       upstreamHosts: upstreamHostsFrom(args["upstream-host"]),
-      reportUnhealthySubnets: args["report-unhealthy"] === true,
+      reportUnhealthySubnets: args["report-unhealthy"] !== false,
       ...(dns !== null ? { dns } : {}),
       ...(level >= 5 ? { dropLogIntervalMs: 5000 } : {}),
     });

@@ -11,7 +11,9 @@
  *                   overlay rule as core/agent/gateway-config.ts routerConfig), so every prefix
  *                   the OS sends into the tunnel is one the controller chooses a gateway for, and
  *                   nothing the Router leaves out is routed by the Device either. An inactive
- *                   system gets no routes.
+ *                   system gets no routes. Routes marked `withdrawn` (the gateway reported the
+ *                   subnet unhealthy to the control plane) are kept, flag and all: the controller
+ *                   counts that candidate as withdrawn for the prefix, the Router keeps the prefix.
  *   upstream        `upstreamSubnets(...)`: what a gateway's upstream monitor watches (platform/linux/
  *                   agent-gateway.ts), from where its firewall placed each served subnet.
  *   status          `subnetFailoverStatus(rows, netmap)`: the controller's per-prefix status with
@@ -22,7 +24,7 @@
  *                   with the per-gateway health every poll carries.
  *
  * Why OS routes never follow health (fail closed): the Router keeps every granted prefix on the TUN
- * whatever the gateways' state; when no gateway is healthy the Device drops and counts
+ * whatever the gateways' state (a NetMap route marked `withdrawn` included); when no gateway is healthy the Device drops and counts
  * (`no-healthy-gateway`), so nothing falls through to the local default route.
  */
 import * as v from "valibot";

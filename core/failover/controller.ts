@@ -36,7 +36,11 @@
  * /24 back at once: that is the longest-prefix rule, not a flap.
  *
  * A withdrawal report names the gateway's lost subnets; it applies to every route prefix that
- * overlaps one of them (a gateway that lost part of a prefix cannot carry all of it).
+ * overlaps one of them (a gateway that lost part of a prefix cannot carry all of it). A route
+ * candidate marked `withdrawn` (the control plane heard the same report: NetMap routes keep such
+ * candidates, core/policy/netmap.ts) counts the same way for its prefix, whether or not an
+ * in-band report arrived: not selected while another candidate is healthy, and when every
+ * candidate is withdrawn the prefix fails closed (`no-healthy-gateway`) while the OS route stays.
  *
  * Groups (why the cost follows candidate sets, not prefixes). A subnet filter compiles into one
  * route per allowed host range, thousands of prefixes with the same candidates. Selection for a
@@ -81,6 +85,8 @@ export interface FailoverCandidate {
   /** Lower is preferred. */
   priority: number;
   draining: boolean;
+  /** The NetMap marks it withdrawn for this prefix (absent: false). */
+  withdrawn?: boolean;
 }
 
 export interface FailoverRoute {
@@ -240,7 +246,7 @@ interface Entry {
   ownKey: string;
   /** Covering routes, nearest first. */
   covering: Entry[];
-  /** Candidates (own or not) that withdrew a subnet overlapping this prefix. */
+  /** Candidates (own or not) that withdrew a subnet overlapping this prefix, in-band or in the route. */
   withdrawn: ReadonlySet<string>;
   group: Group;
   /** The prefix's last switch as of joining its group; the group's own applies once newer. */
@@ -267,7 +273,11 @@ export function routesFromNetMap(routes: readonly NetMapRoute[]): FailoverRoute[
   for (const r of routes) {
     let route = byPrefix.get(r.prefix);
     if (route === undefined) byPrefix.set(r.prefix, (route = { prefix: r.prefix, candidates: [] }));
-    route.candidates.push({ gatewayId: r.via, priority: r.priority, draining: r.draining });
+    route.candidates.push(
+      r.withdrawn === true
+        ? { gatewayId: r.via, priority: r.priority, draining: r.draining, withdrawn: true }
+        : { gatewayId: r.via, priority: r.priority, draining: r.draining },
+    );
   }
   return [...byPrefix.values()];
 }
@@ -660,6 +670,7 @@ export class FailoverController {
 
   private withdrawnFor(e: Entry): ReadonlySet<string> {
     let out: Set<string> | null = null;
+    for (const [id, c] of e.candidates) if (c.withdrawn === true) (out ??= new Set()).add(id);
     for (const [id, lost] of this.withdrawn) {
       if (!e.candidates.has(id) || !lost.some((p) => prefixesOverlap(p, e.prefix))) continue;
       (out ??= new Set()).add(id);

@@ -14,6 +14,12 @@
  * Both ends of a relation are compiled by the same function (`directGrants(sender, receiver)`,
  * `gatewayGrants(sender, gateway)`), so a client's outbound rules and routes always agree with
  * the receiver's inbound rules or the gateway's forwarding rules.
+ *
+ * Subnet health is not policy: an unhealthy served subnet (the gateway reports it cannot reach
+ * it) grants exactly what a healthy one does, so `decide` and every rule and allowed IP are the
+ * same; only the route candidates through that gateway for prefixes overlapping it are marked
+ * `withdrawn` (the same overlap rule as an in-band withdrawal, core/failover/controller.ts).
+ * Keeping the route is what keeps the client's OS route on the TUN (fail closed).
  */
 import { parseAddress, parsePrefix, prefixContainsAddress, prefixCovers, type Family, type Prefix } from "../net/address.ts";
 import {
@@ -72,6 +78,7 @@ interface ServedSubnet {
   source: GatewaySubnet["source"];
   draining: boolean;
   priority: number;
+  healthy: boolean;
 }
 
 interface SysView {
@@ -91,6 +98,8 @@ interface SysView {
   plainPeer: NetMapPeer;
   /** Subnets it serves; empty unless allowedAsGateway. Most specific first. */
   served: ServedSubnet[];
+  /** The served subnets it reports unhealthy (usually none). */
+  unhealthy: AddrRange[];
 }
 
 interface AclView {
@@ -181,6 +190,7 @@ function viewSystem(sys: System): SysView {
         source: s.source,
         draining: s.draining ?? false,
         priority: s.priority ?? DEFAULT_SUBNET_PRIORITY,
+        healthy: s.healthy ?? true,
       });
     }
     served.sort((a, b) => b.prefix.length - a.prefix.length);
@@ -206,6 +216,7 @@ function viewSystem(sys: System): SysView {
     tags: [...tagSet(sys.tags)],
     publicIp,
     served,
+    unhealthy: served.filter((s) => !s.healthy).map((s) => s.range),
     dnsNames: names,
     plainPeer: peerEntry(sys, address.text, [host], [], names),
   };
@@ -664,6 +675,8 @@ interface RouteCandidate {
   /** A CIDR block. */
   range: AddrRange;
   via: string;
+  /** Its gateway's unhealthy subnets (see SysView). */
+  unhealthy: readonly AddrRange[];
   priority: number;
   draining: boolean;
 }
@@ -676,7 +689,8 @@ function metric(c: { priority: number; draining: boolean }): number {
  * Routes with full candidate lists: every gateway whose granted prefix covers a route prefix is
  * a candidate for it, so the most specific match for any destination names every gateway that
  * may carry it (prefixes nest or are disjoint, so any granted prefix holding the destination
- * covers the most specific one).
+ * covers the most specific one). A candidate is withdrawn for a route prefix when its gateway
+ * reports any served subnet overlapping that prefix unhealthy.
  */
 function buildRoutes(candidates: RouteCandidate[]): NetMapRoute[] {
   const byPrefix = new Map<string, AddrRange>();
@@ -691,7 +705,8 @@ function buildRoutes(candidates: RouteCandidate[]): NetMapRoute[] {
       if (seen === undefined || metric(c) < metric(seen)) best.set(c.via, c);
     }
     for (const [via, c] of best) {
-      routes.push({ prefix, via, priority: c.priority, draining: c.draining, metricHint: metric(c) });
+      const withdrawn = c.unhealthy.length > 0 && c.unhealthy.some((u) => intersectRanges(u, range) !== null);
+      routes.push({ prefix, via, priority: c.priority, draining: c.draining, withdrawn, metricHint: metric(c) });
     }
   }
   routes.sort((a, b) => cmp(a.prefix, b.prefix) || a.metricHint - b.metricHint || cmp(a.via, b.via));
@@ -756,6 +771,7 @@ export function compileWithIndex(index: PolicyIndex, systemId: string): NetMap {
           candidates.push({
             range: block,
             via: gw.id,
+            unhealthy: gw.unhealthy,
             priority: grant.served.priority,
             draining: grant.served.draining,
           });
@@ -899,8 +915,9 @@ function relatedTo(state: PolicyState, sys: System, members: ReturnType<typeof t
 /**
  * The ids whose NetMap can differ between two states compiled at the same `now`: every system
  * added, removed or changed, everyone related to such a system in either state, and every
- * system a changed policy names (by tag or as a gateway) in either state. An over-approximation
- * by design; test/policy/incremental.test.ts checks that nothing outside it changes.
+ * system a changed policy names (by tag or as a gateway) in either state. A subnet's health is
+ * part of its gateway's system entry, so a health change reaches that gateway's senders through
+ * `relatedTo`. An over-approximation by design; test/policy/incremental.test.ts checks that nothing outside it changes.
  */
 export function affectedSystems(oldState: PolicyState, newState: PolicyState): Set<string> {
   const affected = new Set<string>();

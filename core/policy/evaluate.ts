@@ -6,6 +6,10 @@
  * walk, told as sentences for an operator: which policy, gateway and rule allowed the packet,
  * or why nothing did.
  *
+ * A subnet's `healthy: false` is ignored on purpose: health is not policy. An unhealthy subnet
+ * still grants (its routes stay, marked withdrawn, so clients fail closed); which gateway carries
+ * the packet right now is failover's business, not the verdict's.
+ *
  * Keep this file obviously correct rather than fast; it states model.ts's rules one by one.
  */
 import { parseAddress, parsePrefix, prefixContainsAddress, prefixCovers } from "../net/address.ts";

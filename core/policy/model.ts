@@ -102,6 +102,11 @@ export const GatewaySubnetSchema = v.object({
   draining: v.optional(v.boolean()),
   /** Route preference among gateways serving the same subnet; lower wins, default 100. */
   priority: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  /**
+   * False while the gateway reports it cannot reach the subnet (default true). Not policy: the
+   * grant stands (`decide` still allows), the compiler only marks the routes `withdrawn`.
+   */
+  healthy: v.optional(v.boolean()),
 });
 
 export const SystemSchema = v.object({

@@ -14,7 +14,11 @@
  * - routes: prefix -> candidate gateways. Candidate lists already include every gateway whose
  *   grant covers the prefix, so a longest-prefix match on the destination yields every gateway
  *   that could carry it. Failover picks among candidates by `metricHint` (lower first) and
- *   liveness, and should skip a candidate whose outbound rules refuse the packet.
+ *   liveness, and should skip a candidate whose outbound rules refuse the packet. A candidate
+ *   whose gateway reports a served subnet overlapping the prefix unhealthy is kept, marked
+ *   `withdrawn`: failover does not pick it, and the Router still routes the prefix into the TUN,
+ *   so losing every gateway of a subnet drops packets instead of leaking them to the local
+ *   default route. Its peer's allowed IPs keep the prefix (late replies still validate).
  * - inboundRules / outboundRules: the packet filter, per peer. A packet passes when some
  *   "allow" rule matches and no "deny" rule does. Replies to a permitted flow are the flow
  *   table's business, not these rules'.
@@ -50,6 +54,12 @@ export const NetMapRouteSchema = v.object({
   /** The serving subnet's priority (lower is preferred, default 100). */
   priority: v.number(),
   draining: v.boolean(),
+  /**
+   * The gateway reports it cannot reach (part of) this prefix (core/policy/model.ts `healthy`).
+   * The route stays so the client keeps the prefix on its TUN (fail closed); failover treats this
+   * candidate as withdrawn for it. Absent from an older control plane: false.
+   */
+  withdrawn: v.optional(v.boolean(), false),
   /** What failover sorts by: priority, plus 1000 while the subnet drains. */
   metricHint: v.number(),
 });

@@ -6,8 +6,9 @@
  * Only enrolled systems (a public key and a virtual address) take part: a system that
  * migrate-profile created but no agent has claimed yet is left out, and so are policy gateway
  * entries naming it. A gateway entry without subnet rows means "all of that gateway's subnets"
- * (the store's convention) and is expanded here. Subnets the gateway reports unhealthy are
- * withdrawn. Rows the policy model cannot accept (a tag or endpoint that fails its schema) are
+ * (the store's convention) and is expanded here. Subnets the gateway reports unhealthy stay in
+ * (with `healthy: false`): the compiler keeps their routes, marked withdrawn, so clients keep the
+ * OS route on the TUN and fail closed instead of leaking to their default route. Rows the policy model cannot accept (a tag or endpoint that fails its schema) are
  * dropped with one warning line each, so one bad row never takes the whole control plane down.
  * `lastSeen` is left out on purpose: it changes on every agent report, no NetMap depends on it,
  * and leaving it out keeps a routine report from marking the system changed.
@@ -83,8 +84,8 @@ export async function loadPolicyState(store: StoreReader, options: LoadPolicySta
       ...(s.os === null ? {} : { os: s.os }),
       allowedAsGateway: s.allowedAsGateway,
       gatewaySubnets: subnets
-        .filter((g) => g.gateway === s.identity && g.healthy)
-        .map((g) => ({ prefix: g.prefix, nat: g.nat, source: g.source, draining: g.draining, priority: g.priority })),
+        .filter((g) => g.gateway === s.identity)
+        .map((g) => ({ prefix: g.prefix, nat: g.nat, source: g.source, draining: g.draining, priority: g.priority, healthy: g.healthy })),
     };
     const ok = keep(SystemSchema, candidate, `system:${s.identity}`);
     if (ok !== null) systems.push(ok);

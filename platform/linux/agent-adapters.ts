@@ -24,7 +24,7 @@
  *      the prefix on the TUN; the OS routes never follow health (fail closed). Its status is part
  *      of `waygate status`, and DNS forwards to the gateway it chose (`activeGatewayFor`).
  *      With `reportUnhealthySubnets`, the gateway role's unreachable subnets ride on every report
- *      and a change sends one at once (off by default: see the option);
+ *      and a change sends one at once (on by default: see the option);
  *   4. stop(): on a gateway, first every subnet is withdrawn in probe replies and the data plane
  *      kept up `stopGraceMs` (500 ms) so clients move away first (SIGTERM; a SIGKILL is found by
  *      the clients' probes); then agent loops, control socket, gateway role, DNS, routes
@@ -123,12 +123,11 @@ export interface LinuxAgentOptions {
   /** Gateway role: how long the data plane stays up after withdrawing, on a graceful stop (default 500 ms). */
   stopGraceMs?: number;
   /**
-   * Gateway role: also report unreachable subnets to the control plane (AgentReport.unhealthySubnets).
-   * Off by default: the control plane then leaves such a subnet out of every NetMap, and when every
-   * gateway of a subnet reports it, clients lose the route and their Router takes it off the TUN,
-   * so their traffic to it would follow the local default route (fail open). Clients learn a
-   * withdrawal in-band anyway (every client routing a subnet probes all its gateways). Turn on once
-   * the compiler keeps unhealthy subnets as withdrawn routes.
+   * Gateway role: also report unreachable subnets to the control plane (AgentReport.unhealthySubnets),
+   * default true. Safe to leave on: the compiler keeps an unhealthy subnet in every NetMap as routes
+   * marked withdrawn, so clients keep it on the TUN (fail closed) and their failover treats that
+   * gateway as withdrawn for it; the admin sees it in `waygate gateways list`. Clients learn a
+   * withdrawal in-band anyway (probe replies); false keeps it in-band only.
    */
   reportUnhealthySubnets?: boolean;
 }
@@ -265,7 +264,7 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
         firewall: o.firewall ?? "auto",
         upstreamHosts,
         // U2: the control plane learns at once, not at the next periodic report.
-        ...(o.reportUnhealthySubnets === true ? { onUnhealthyChange: () => void agent?.reportNow(true) } : {}),
+        ...(o.reportUnhealthySubnets !== false ? { onUnhealthyChange: () => void agent?.reportNow(true) } : {}),
       });
       hooks.push(gateway.hook);
     }
@@ -282,7 +281,7 @@ export async function startLinuxAgent(o: LinuxAgentOptions): Promise<RunningAgen
       hooks.push(dns.hook);
     }
     const client = new ControlClient({ serverUrl: e.serverUrl, fetch: o.fetch ?? ((u, i) => fetch(u, i)), logger, signer: agentSigner(identity) });
-    const role = o.reportUnhealthySubnets === true ? gateway : null;
+    const role = o.reportUnhealthySubnets !== false ? gateway : null;
     agent = new Agent({
       identity,
       stateDir: o.stateDir,

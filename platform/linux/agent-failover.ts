@@ -18,7 +18,9 @@
  *                nothing here logs per poll.
  *
  * OS routes do not follow any of this: the Router keeps every granted prefix on the TUN (fail
- * closed, agent-gateway.ts clientRouterHook); only the Device's choice of gateway changes.
+ * closed, agent-gateway.ts clientRouterHook), routes the NetMap marks `withdrawn` included; only the
+ * Device's choice of gateway changes. The netmap message carries that flag, and the controller
+ * counts such a candidate as withdrawn for the prefix (core/failover/controller.ts).
  */
 import type { NetMapHook } from "../../core/agent/agent.ts";
 import { type ActiveGatewayFor, lowestMetricGateway } from "../../core/agent/dns-config.ts";

@@ -37,19 +37,21 @@
  *                every served subnet drains (`waygate gateways drain`; a drain of some subnets only
  *                reaches clients through their NetMap's per-route flag, since the in-band flag is
  *                per gateway) or the gateway is leaving. Clients act on the next probe reply.
- *   U2 report    when the agent is asked to (agent-adapters.ts `reportUnhealthySubnets`, off by
- *                default: it can fail open), the unreachable subnets also go to the control plane
+ *   U2 report    unless the agent is told not to (agent-adapters.ts `reportUnhealthySubnets`, on by
+ *                default), the unreachable subnets also go to the control plane
  *                (AgentReport.unhealthySubnets; `onUnhealthyChange` lets the agent send a report at
- *                once), so the admin sees them and NetMaps follow. The control plane then leaves such a
- *                subnet out of every NetMap, ours included: it is *held*, i.e. still watched on its
- *                last interface and withdrawn in-band, until it is reachable again (reported healthy,
- *                so it comes back) and the NetMap lists it again (or a minute passes: removed for good).
+ *                once), so the admin sees them and NetMaps follow: the subnet stays in every NetMap,
+ *                its routes marked `withdrawn` (clients keep it on the TUN and fail closed). Should a
+ *                control plane leave such a subnet out of our NetMap (older ones did), it is *held*,
+ *                i.e. still watched on its last interface and withdrawn in-band, until it is reachable
+ *                again (reported healthy, so it comes back) and the NetMap lists it again (or a minute
+ *                passes: removed for good).
  *                An interface that goes down is no longer discovered, so the last placement is kept.
  *   U3 leave     `withdrawAll()` before a graceful stop: every subnet withdrawn and draining in-band;
  *                the caller keeps the data plane up ~500 ms so clients move before the teardown.
  *
  * Client (`clientRouterHook`): the Router (platform/linux/router.ts) from `routerConfig`: the
- * granted prefixes on the TUN, the control plane and peer endpoints as bypass host routes (only
+ * granted prefixes on the TUN (routes marked `withdrawn` included: fail closed), the control plane and peer endpoints as bypass host routes (only
  * where a tunnel route, e.g. the default route, would capture them), allowLanAccess and
  * failClosed as configured. Leftover `proto 87` routes of a crashed run go with the first set().
  */

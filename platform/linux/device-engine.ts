@@ -173,6 +173,8 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
    * candidate by (not draining, priority, key) carries it provisionally: its packets wait behind
    * that gateway's handshake, as without failover. Still the tunnel, never the default route; once
    * any decision is made for the prefix (the first answer: `initial`), the controller alone decides.
+   * A candidate the NetMap marks `withdrawn` never carries a prefix provisionally: with every
+   * candidate withdrawn no decision ever comes, and the prefix must fail closed, not stick to one.
    */
   const provisional = new Map<string, LookupResult>();
   const settled = new Set<string>();
@@ -192,7 +194,7 @@ const createDeviceEngine: EngineFactory = (config: DeviceEngineConfig, deps: Eng
     const best = new Map<string, NetMapRoute & { key: string }>();
     for (const r of routes) {
       const key = keyById.get(r.via);
-      if (key === undefined || settled.has(r.prefix)) continue;
+      if (key === undefined || settled.has(r.prefix) || r.withdrawn === true) continue;
       const cur = best.get(r.prefix);
       const rank = (x: NetMapRoute) => x.priority + (x.draining ? 1000 : 0);
       if (cur === undefined || rank(r) < rank(cur) || (rank(r) === rank(cur) && key < cur.key)) best.set(r.prefix, { ...r, key });

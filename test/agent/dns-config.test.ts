@@ -42,9 +42,9 @@ function twoGateways(): NetMap {
   const gw2 = gatewayPeer({ id: "GW002", name: "backup", virtualAddress: "100.64.0.9", allowedIps: ["100.64.0.9/32", "10.9.0.0/16"], gatewayFor: ["10.9.0.0/16", "192.168.50.0/24"], dnsNames: [] });
   const map = sampleNetMap([gatewayPeer(), gw2, plainPeer()]);
   map.routes = [
-    { prefix: "10.9.0.0/16", via: "GW002", priority: 50, draining: false, metricHint: 50 },
-    { prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, metricHint: 100 },
-    { prefix: "192.168.50.0/24", via: "GW002", priority: 100, draining: true, metricHint: 1100 },
+    { prefix: "10.9.0.0/16", via: "GW002", priority: 50, draining: false, withdrawn: false, metricHint: 50 },
+    { prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+    { prefix: "192.168.50.0/24", via: "GW002", priority: 100, draining: true, withdrawn: false, metricHint: 1100 },
   ];
   return map;
 }
@@ -76,7 +76,7 @@ describe("core/agent/dns-config", () => {
     expect(pick("192.168.50.0/24")).toBe("GW001");
     expect(pick("10.9.0.0/16")).toBe("GW002");
     expect(pick("10.1.0.0/16")).toBeNull();
-    const tie = lowestMetricGateway({ routes: [{ prefix: "p", via: "B", priority: 1, draining: false, metricHint: 7 }, { prefix: "p", via: "A", priority: 1, draining: false, metricHint: 7 }] });
+    const tie = lowestMetricGateway({ routes: [{ prefix: "p", via: "B", priority: 1, draining: false, withdrawn: false, metricHint: 7 }, { prefix: "p", via: "A", priority: 1, draining: false, withdrawn: false, metricHint: 7 }] });
     expect(tie("p")).toBe("A");
   });
 

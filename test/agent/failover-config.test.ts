@@ -11,6 +11,8 @@
  * only until acknowledged (`failoverAck`), per-group data every poll. And the main thread's side
  * (platform/linux/agent-failover.ts): it acknowledges rows, rebuilds per-subnet status with live
  * health only when asked, and asks again when it holds no rows for the engine's revision.
+ * A route the NetMap marks withdrawn (the gateway reported the subnet unhealthy) stays on the TUN
+ * and in the message, is never carried provisionally, and fails closed while its gateway answers.
  */
 import { describe, expect, test } from "bun:test";
 import {
@@ -24,6 +26,7 @@ import {
   upstreamSubnets,
   withLiveHealth,
 } from "../../core/agent/failover-config.ts";
+import { routerConfig } from "../../core/agent/gateway-config.ts";
 import { startAgentFailover } from "../../platform/linux/agent-failover.ts";
 import type { PacketEngine } from "../../core/dataplane/ports.ts";
 import { silentLogger } from "../../core/log.ts";
@@ -79,8 +82,8 @@ describe("failoverNetMapMessage", () => {
   test("every peer's id and key, the routes the Router routes (nothing inside the overlay)", () => {
     const netmap = sampleNetMap();
     netmap.routes.push(
-      { prefix: "100.64.5.0/24", via: "GW001", priority: 100, draining: false, metricHint: 100 },
-      { prefix: "10.9.0.7/16", via: "PEER2", priority: 50, draining: true, metricHint: 1050 },
+      { prefix: "100.64.5.0/24", via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+      { prefix: "10.9.0.7/16", via: "PEER2", priority: 50, draining: true, withdrawn: false, metricHint: 1050 },
     );
     const m = failoverNetMapMessage(netmap);
     expect(m.type).toBe("netmap");
@@ -89,8 +92,8 @@ describe("failoverNetMapMessage", () => {
       { id: "PEER2", publicKey: PEER2.publicKey },
     ]);
     expect(m.routes).toEqual([
-      { prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, metricHint: 100 },
-      { prefix: "10.9.0.0/16", via: "PEER2", priority: 50, draining: true, metricHint: 1050 },
+      { prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+      { prefix: "10.9.0.0/16", via: "PEER2", priority: 50, draining: true, withdrawn: false, metricHint: 1050 },
     ]);
   });
 
@@ -317,5 +320,56 @@ describe("the device engine's failover messages (in-memory network, fake clock)"
     expect(client.stats().failover!.switches).toBe(2);
     client.control(failoverNetMapMessage(sampleNetMap([plainPeer()])));
     expect(client.stats().failover!.prefixes).toEqual([]);
+  });
+
+  test("a NetMap route marked withdrawn: kept on the TUN, never carried, dropped and counted while the gateway answers", () => {
+    const clock = fakeClock();
+    const net = new MemoryNetwork();
+    const ep = { client: { address: "10.0.0.2", port: 51820 }, gw: { address: "10.0.0.1", port: 51820 } };
+    const deps = (local: { address: string; port: number }, tun: MemoryTun) => ({ tun, bind: net.bind(local), now: clock.now, logger: silentLogger });
+    const gatewayTun = new MemoryTun();
+    const client = createDeviceEngine(
+      {
+        privateKey: SELF.privateKey,
+        peers: [{ publicKey: GW.publicKey, endpoint: ep.gw, allowedIps: ["100.64.0.1/32", "192.168.50.0/24"] }],
+        forceNoble: true,
+        probeSource: "100.64.0.2",
+      },
+      deps(ep.client, new MemoryTun()),
+    ) as unknown as Engine;
+    const gateway = createDeviceEngine(
+      { privateKey: GW.privateKey, peers: [{ publicKey: SELF.publicKey, endpoint: ep.client, allowedIps: ["100.64.0.2/32"] }], forceNoble: true, probeSource: "100.64.0.1" },
+      deps(ep.gw, gatewayTun),
+    ) as unknown as Engine;
+    net.attach(ep.client, client);
+    net.attach(ep.gw, gateway);
+
+    const netmap = sampleNetMap();
+    netmap.routes = netmap.routes.map((r) => ({ ...r, withdrawn: true }));
+    expect(netmap.routes.map((r) => r.prefix)).toEqual(["192.168.50.0/24"]);
+    // The Router keeps the prefix on the TUN, the engine's message keeps the flag.
+    expect(routerConfig(netmap, { tunnel: { interfaceName: "wg0", addresses: ["100.64.0.2/10"] } }).routes.map((r) => r.prefix)).toContain("192.168.50.0/24");
+    const message = failoverNetMapMessage(netmap);
+    expect(message.routes.map((r) => [r.prefix, r.withdrawn])).toEqual([["192.168.50.0/24", true]]);
+    client.control(message);
+    // No provisional gateway for a withdrawn candidate: dropped and counted from the first packet.
+    const packet = new Uint8Array(28);
+    packet.set([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 100, 64, 0, 2, 192, 168, 50, 9, 8, 0, 0, 0, 0, 1, 0, 1]);
+    client.handleTunPacket(packet);
+    expect(client.stats().drops["no-healthy-gateway"]).toBe(1);
+    for (let t = 0; t < 1000; t += 10) {
+      clock.advance(10);
+      client.tick();
+      gateway.tick();
+      net.deliver();
+    }
+    // The gateway answers probes (up), yet the prefix has no active gateway: fail closed.
+    const f = client.stats().failover!;
+    expect(f.gateways.map((g) => [g.gatewayId, g.liveness])).toEqual([[GW.publicKey, "up"]]);
+    expect(f.prefixes![0]).toMatchObject({ prefix: "192.168.50.0/24", active: null, effective: { gatewayId: null, reason: "no-healthy-gateway" } });
+    expect(f.prefixes![0]!.candidates[0]).toMatchObject({ state: "withdrawn", healthy: false });
+    client.handleTunPacket(packet);
+    expect(client.stats().drops["no-healthy-gateway"]).toBe(2);
+    expect(gatewayTun.packets.some((p) => p[19] === 9 && p[9] === 1)).toBe(false);
   });
 });

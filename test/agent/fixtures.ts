@@ -53,7 +53,7 @@ export function sampleNetMap(peers: NetMapPeer[] = [gatewayPeer(), plainPeer()])
     version: 1,
     self: { id: "ABC12", name: "laptop", virtualAddress: "100.64.0.2", network: "100.64.0.0/10", active: true },
     peers,
-    routes: gw ? gw.gatewayFor.map((prefix) => ({ prefix, via: "GW001", priority: 100, draining: false, metricHint: 100 })) : [],
+    routes: gw ? gw.gatewayFor.map((prefix) => ({ prefix, via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 })) : [],
     inboundRules: [],
     outboundRules: [
       ...(gw ? [{ action: "allow" as const, peer: "GW001", src: "100.64.0.2/32", dst: "192.168.50.0/24", protocol: "tcp" as const, ports: "22", policy: "lan-ssh" }] : []),

@@ -166,7 +166,7 @@ describe("routerConfig", () => {
 
   test("granted prefixes outside the overlay; bypass = control plane + peer endpoints", () => {
     const nm = sampleNetMap([gatewayPeer(), plainPeer({ endpoint: "[fd00::3]:51820" }), plainPeer({ id: "P3", publicKey: GW.publicKey, endpoint: "host.example:51820" })]);
-    nm.routes.push({ prefix: "100.64.9.0/24", via: "GW001", priority: 100, draining: false, metricHint: 100 });
+    nm.routes.push({ prefix: "100.64.9.0/24", via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 });
     const c = routerConfig(nm, { tunnel, controlPlaneAddresses: ["10.0.0.1", "nonsense"] });
     expect(c).toEqual({ ...tunnel, routes: [{ prefix: "192.168.50.0/24" }], bypass: ["10.0.0.1", "fd00::3"] });
     expect(hasDefaultRoute(nm)).toBe(false);
@@ -195,7 +195,7 @@ describe("routerConfig", () => {
   test("a default route granted as the pieces outside the overlay is one default route", () => {
     const pieces = ["0.0.0.0/2", "100.0.0.0/10", "100.128.0.0/9", "101.0.0.0/8", "102.0.0.0/7", "104.0.0.0/5", "112.0.0.0/4", "128.0.0.0/1", "64.0.0.0/3", "96.0.0.0/6"];
     const nm = sampleNetMap([gatewayPeer({ allowedIps: ["100.64.0.1/32", ...pieces], gatewayFor: pieces })]);
-    nm.routes.push({ prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, metricHint: 100 });
+    nm.routes.push({ prefix: "192.168.50.0/24", via: "GW001", priority: 100, draining: false, withdrawn: false, metricHint: 100 });
     expect(hasDefaultRoute(nm)).toBe(true);
     expect(routerConfig(nm, { tunnel }).routes).toEqual([{ prefix: "0.0.0.0/0" }]);
     // One piece missing: not a default route, the pieces are routed as they are.

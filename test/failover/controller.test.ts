@@ -172,6 +172,51 @@ describe("failover scenarios", () => {
     expect(sim.ctl.activeFor(NET)).toBe("B");
   });
 
+  test("a route candidate marked withdrawn (the NetMap's flag) is never chosen while another is healthy", () => {
+    // From the start: both answer, A has the better priority but its route is withdrawn.
+    const sim = new Sim();
+    sim.gateway("A", 3);
+    sim.gateway("B", 8);
+    sim.setRoutes([{ prefix: NET, candidates: [{ gatewayId: "A", priority: 1, draining: false, withdrawn: true }, { gatewayId: "B", priority: 100, draining: false }] }]);
+    sim.run(1000);
+    expect(sim.ctl.activeFor(NET)).toBe("B");
+    expect(sim.decisions.map((d) => [d.from, d.to, d.reason])).toEqual([[null, "B", "initial"]]);
+    expect(sim.ctl.isHealthyFor("A", NET)).toBe(false);
+    expect(sim.ctl.status()[0]!.candidates.find((c) => c.gatewayId === "A")).toMatchObject({ state: "withdrawn", healthy: false });
+    // A flow pinned to A does not stay there.
+    expect(sim.ctl.lookupPinned(ip("10.0.0.7"), "A")).toEqual({ gatewayId: "B", prefix: NET, viaPrefix: NET });
+
+    // Settled on A, then a NetMap marks A withdrawn: moves at once, reason withdrawn, no lost ping.
+    const moved = settled();
+    const routes = routesFromNetMap([
+      { prefix: NET, via: "A", priority: 100, draining: false, withdrawn: true, metricHint: 100 },
+      { prefix: NET, via: "B", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+    ]);
+    expect(routes[0]!.candidates[0]).toEqual({ gatewayId: "A", priority: 100, draining: false, withdrawn: true });
+    expect(moved.setRoutes(routes)).toEqual([{ group: "A,B", prefixes: [NET], from: "A", to: "B", reason: "withdrawn", at: moved.t }]);
+    moved.run(1000);
+    expect(moved.ctl.activeFor(NET)).toBe("B");
+    expect(moved.longestOutageMs()).toBe(0);
+  });
+
+  test("every route candidate withdrawn: fail closed (no-healthy-gateway), back when the flag clears", () => {
+    const sim = settled();
+    const flagged = (a: boolean, b: boolean) => [
+      { prefix: NET, candidates: [{ gatewayId: "A", priority: 100, draining: false, withdrawn: a }, { gatewayId: "B", priority: 100, draining: false, withdrawn: b }] },
+    ];
+    const ds = sim.setRoutes(flagged(true, true));
+    expect(ds).toEqual([{ group: "A,B", prefixes: [NET], from: "A", to: null, reason: "withdrawn", at: sim.t }]);
+    sim.run(1000);
+    // Both still answer probes, yet nothing is chosen: the destination still matches the route (the
+    // OS route stays on the TUN) and the data plane drops and counts.
+    expect(sim.ctl.activeFor(NET)).toBeNull();
+    expect(sim.ctl.lookup(ip("10.0.0.7"))).toEqual({ gatewayId: null, prefix: NET, reason: "no-healthy-gateway" });
+    expect(sim.ctl.lookupPinned(ip("10.0.0.7"), "A")).toEqual({ gatewayId: null, prefix: NET, reason: "no-healthy-gateway" });
+    expect(sim.ctl.status()[0]!.candidates.map((c) => c.state)).toEqual(["withdrawn", "withdrawn"]);
+    // B's subnet comes back (the next NetMap clears its flag): recovered onto B.
+    expect(sim.setRoutes(flagged(true, false))).toEqual([{ group: "A,B", prefixes: [NET], from: null, to: "B", reason: "recovered", at: sim.t }]);
+  });
+
   test("drain: make-before-break, zero lost pings, flows pinned to the drained gateway finish", () => {
     const sim = settled();
     const ds = sim.setRoutes([
@@ -290,8 +335,8 @@ describe("failover scenarios", () => {
   test("routesFromNetMap groups rows by prefix", () => {
     expect(
       routesFromNetMap([
-        { prefix: NET, via: "A", priority: 100, draining: false, metricHint: 100 },
-        { prefix: NET, via: "B", priority: 50, draining: true, metricHint: 1050 },
+        { prefix: NET, via: "A", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+        { prefix: NET, via: "B", priority: 50, draining: true, withdrawn: false, metricHint: 1050 },
       ]),
     ).toEqual([
       { prefix: NET, candidates: [ { gatewayId: "A", priority: 100, draining: false }, { gatewayId: "B", priority: 50, draining: true } ] },

@@ -135,9 +135,9 @@ describe("DataPathFailover", () => {
         { id: "GW2", publicKey: "KEY2" },
       ],
       routes: [
-        { prefix: "172.26.0.0/20", via: "GW1", priority: 100, draining: false, metricHint: 100 },
-        { prefix: "172.26.0.0/20", via: "GW2", priority: 50, draining: false, metricHint: 50 },
-        { prefix: "10.9.0.0/16", via: "GW9", priority: 100, draining: false, metricHint: 100 },
+        { prefix: "172.26.0.0/20", via: "GW1", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+        { prefix: "172.26.0.0/20", via: "GW2", priority: 50, draining: false, withdrawn: false, metricHint: 50 },
+        { prefix: "10.9.0.0/16", via: "GW9", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
       ],
     });
     expect(dev.calls).toEqual(["selector set", "listener set", `routes ${JSON.stringify([{ prefix: "172.26.0.0/20", candidates: ["KEY1", "KEY2"] }])}`]);

@@ -118,6 +118,10 @@ const systemArb = (i: number): fc.Arbitrary<System> =>
           const s: System["gatewaySubnets"][number] = { prefix, nat: r.nat[j]!, source: "manual" };
           if (r.priority[j] !== undefined) s.priority = r.priority[j];
           if (r.draining[j] !== undefined) s.draining = r.draining[j];
+          // Health is not policy: unhealthy subnets must change no verdict (only route flags). Set
+          // by position, not drawn, so the seeded runs generate the same policies as before.
+          const health = (i + j) % 3;
+          if (health !== 0) s.healthy = health === 2;
           return s;
         }),
       };

@@ -38,7 +38,7 @@ describe("compile", () => {
     expect(gw.allowedIps).toEqual(["100.64.0.3/32", "172.26.0.0/20"]);
     expect(gw.gatewayFor).toEqual(["172.26.0.0/20"]);
     expect(gw.dnsNames).toEqual(["g982v-box.waygate", "g982v.id.waygate"]);
-    expect(laptop.routes).toEqual([{ prefix: "172.26.0.0/20", via: "G982V", priority: 100, draining: false, metricHint: 100 }]);
+    expect(laptop.routes).toEqual([{ prefix: "172.26.0.0/20", via: "G982V", priority: 100, draining: false, withdrawn: false, metricHint: 100 }]);
     const gateway = maps.get("G982V")!;
     expect(gateway.self.gateway?.subnets.map((s) => [s.prefix, s.nat])).toEqual([
       ["10.9.0.0/16", false],
@@ -147,10 +147,54 @@ describe("compile", () => {
     });
     const laptop = compile(state, "LAPT1", { now });
     expect(laptop.routes).toEqual([
-      { prefix: "172.26.0.0/20", via: "G982V", priority: 100, draining: false, metricHint: 100 },
-      { prefix: "172.26.0.0/20", via: "GW002", priority: 200, draining: true, metricHint: 1200 },
+      { prefix: "172.26.0.0/20", via: "G982V", priority: 100, draining: false, withdrawn: false, metricHint: 100 },
+      { prefix: "172.26.0.0/20", via: "GW002", priority: 200, draining: true, withdrawn: false, metricHint: 1200 },
     ]);
     expect(decide(state, "LAPT1", "172.26.1.1", "tcp", 80, now)).toMatchObject({ allowed: true, via: "G982V", gateways: ["G982V", "GW002"] });
+  });
+
+  test("an unhealthy subnet keeps its routes, marked withdrawn; allowed IPs, rules and the oracle unchanged", () => {
+    const both = gp({ id: "lan", gateways: [{ systemId: "G982V", subnets: ["172.26.0.0/20"] }, { systemId: "GW002", subnets: ["172.26.0.0/20"] }] });
+    const healthy = office({ gatewayPolicies: [both] });
+    const sick = (ids: string[]) =>
+      withSystems(healthy, (id) => {
+        if (!ids.includes(id)) return null;
+        const s = healthy.systems.find((x) => x.id === id)!;
+        return { gatewaySubnets: s.gatewaySubnets.map((g) => (g.prefix === "172.26.0.0/20" ? { ...g, healthy: false } : g)) };
+      });
+    const before = compileAll(healthy, { now });
+    const one = compileAll(sick(["G982V"]), { now });
+    expect(one.get("LAPT1")!.routes).toEqual([
+      { prefix: "172.26.0.0/20", via: "G982V", priority: 100, draining: false, withdrawn: true, metricHint: 100 },
+      { prefix: "172.26.0.0/20", via: "GW002", priority: 200, draining: true, withdrawn: false, metricHint: 1200 },
+    ]);
+    // Everything but the flag is as before: peers (allowed IPs keep the subnet, so replies still
+    // validate), every rule, and the gateways' own NetMaps.
+    const strip = (m: ReturnType<typeof compile>) => ({ ...m, routes: m.routes.map((r) => ({ ...r, withdrawn: false })) });
+    for (const id of ["LAPT1", "DBSRV", "G982V", "GW002"]) expect(strip(one.get(id)!)).toEqual(before.get(id)!);
+    expect(one.get("LAPT1")!.peers.find((p) => p.id === "G982V")!.allowedIps).toEqual(["100.64.0.3/32", "172.26.0.0/20"]);
+    expect(v.safeParse(NetMapSchema, one.get("LAPT1")!).success).toBe(true);
+    // Every gateway of the subnet unhealthy: the route is still there (the client keeps it on its TUN).
+    const all = compile(sick(["G982V", "GW002"]), "LAPT1", { now });
+    expect(all.routes.map((r) => [r.prefix, r.via, r.withdrawn])).toEqual([
+      ["172.26.0.0/20", "G982V", true],
+      ["172.26.0.0/20", "GW002", true],
+    ]);
+    // Health is not policy: the oracle still allows, through both gateways.
+    expect(decide(sick(["G982V", "GW002"]), "LAPT1", "172.26.1.1", "tcp", 80, now)).toMatchObject({ allowed: true, gateways: ["G982V", "GW002"] });
+  });
+
+  test("withdrawn follows overlap: a narrower route is withdrawn when a served subnet overlapping it is unhealthy", () => {
+    const state = withSystems(
+      office({ gatewayPolicies: [gp({ id: "f", gateways: [{ systemId: "G982V", subnets: ["10.9.0.0/16"] }], subnetFilter: [{ destination: "10.9.4.0/24", protocol: "any" }] })] }),
+      (id) => (id === "G982V" ? { gatewaySubnets: [{ prefix: "172.26.0.0/20", nat: true, source: "discovered" }, { prefix: "10.9.0.0/16", nat: false, source: "manual", healthy: false }] } : null),
+    );
+    expect(compile(state, "LAPT1", { now }).routes.map((r) => [r.prefix, r.withdrawn])).toEqual([["10.9.4.0/24", true]]);
+    // The other subnet of the same gateway is unaffected.
+    const other = withSystems(office(), (id) =>
+      id === "G982V" ? { gatewaySubnets: [{ prefix: "172.26.0.0/20", nat: true, source: "discovered" }, { prefix: "10.9.0.0/16", nat: false, source: "manual", healthy: false }] } : null,
+    );
+    expect(compile(other, "LAPT1", { now }).routes.map((r) => [r.prefix, r.withdrawn])).toEqual([["172.26.0.0/20", false]]);
   });
 
   test("a narrower route through one gateway still lists the gateway whose wider grant covers it", () => {

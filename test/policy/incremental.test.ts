@@ -44,6 +44,10 @@ const changeArb = (state: PolicyState): fc.Arbitrary<{ name: string; next: Polic
           : [...s.gatewaySubnets, { prefix, nat: k % 3 === 0, source: "discovered" as const }],
       };
     }),
+    editSystem("toggle a served subnet's health", (s) => ({
+      ...s,
+      gatewaySubnets: s.gatewaySubnets.map((g, j) => (j === 0 ? { ...g, healthy: g.healthy === false } : g)),
+    })),
     editSystem("drain and reprioritise", (s) => ({
       ...s,
       gatewaySubnets: s.gatewaySubnets.map((g, j) => (j === 0 ? { ...g, draining: !g.draining, priority: 7 } : g)),

@@ -151,7 +151,7 @@ describe("policies and gateways", () => {
     store.close();
   });
 
-  test("discovered subnets: new ones added with NAT on, vanished discovered ones removed, manual ones kept, unhealthy withdrawn", async () => {
+  test("discovered subnets: new ones added with NAT on, vanished discovered ones removed, manual ones kept, unhealthy kept and marked", async () => {
     const store = await fresh();
     await store.transaction(async (tx) => {
       await tx.putSystem(system("GGGGG", 1, { allowedAsGateway: true }));
@@ -166,7 +166,11 @@ describe("policies and gateways", () => {
       ["192.168.1.0/24", "discovered", true, false],
     ]);
     const state = await loadPolicyState(store);
-    expect(state.systems[0]!.gatewaySubnets.map((s) => s.prefix)).toEqual(["0.0.0.0/0"]);
+    // Health is not policy: the unhealthy subnet stays served, marked, so its routes are kept (withdrawn).
+    expect(state.systems[0]!.gatewaySubnets.map((s) => [s.prefix, s.healthy])).toEqual([
+      ["0.0.0.0/0", true],
+      ["192.168.1.0/24", false],
+    ]);
     store.close();
   });
 
