@@ -541,17 +541,23 @@ export class PolicyIndex {
     for (const p of filteredDenies ?? []) {
       for (const t of p.targets.get(gateway.id)!) {
         const served = gateway.served.find((s) => prefixCovers(s.prefix, t.prefix));
+        // Like grants, a deny covers only the non-overlay part of the subnet (model.ts rule 5):
+        // these rules sit in the sender's outbound rules for the gateway peer, beside the direct
+        // rules, so a deny reaching into the overlay would also block direct traffic.
+        const region = subtractAll([t.range], [this.overlay]);
         for (const f of p.filter!) {
-          const x = intersectRanges(t.range, f.range);
-          if (x === null || !grants.some((g) => g.region.some((r) => intersectRanges(r, x) !== null))) continue;
-          denies.push({
-            subnet: t.text,
-            nat: served?.nat ?? false,
-            dst: rangeText(x),
-            protocol: f.protocol,
-            ports: f.ports,
-            policy: p.id,
-          });
+          for (const r of region) {
+            const x = intersectRanges(r, f.range);
+            if (x === null || !grants.some((g) => g.region.some((gr) => intersectRanges(gr, x) !== null))) continue;
+            denies.push({
+              subnet: t.text,
+              nat: served?.nat ?? false,
+              dst: rangeText(x),
+              protocol: f.protocol,
+              ports: f.ports,
+              policy: p.id,
+            });
+          }
         }
       }
     }

@@ -306,3 +306,65 @@ export function shuffled<T>(items: readonly T[], order: readonly number[]): T[] 
   }
   return out;
 }
+
+/** Subnets that contain the overlay network 100.64.0.0/10. */
+export const OVERLAY_CONTAINING = ["0.0.0.0/0", "96.0.0.0/4"] as const;
+
+/** Deny filters that reach into the overlay (and one that does not). */
+const OVERLAY_FILTERS: SubnetFilterEntry[] = [
+  { destination: "0.0.0.0/0", protocol: "icmp" },
+  { destination: "100.64.0.0/10", protocol: "any" },
+  { destination: "96.0.0.0/4", protocol: "tcp", ports: "22" },
+  { destination: "100.64.0.1-100.64.0.4", protocol: "udp", ports: "53" },
+  { destination: "8.8.8.0-8.8.8.8", protocol: "any" },
+];
+
+/** A gateway deny, mostly filtered with entries overlapping the overlay. */
+const overlayDenyArb = (id: string, systems: readonly System[]): fc.Arbitrary<GatewayAccessPolicy> =>
+  fc
+    .record({
+      senderTags: subsetOf(TAGS, 1),
+      gateways: fc.array(gatewayEntryArb(systems), { minLength: 1, maxLength: 2 }),
+      filter: fc.option(fc.subarray(OVERLAY_FILTERS, { minLength: 1, maxLength: 2 }), { freq: 5 }),
+    })
+    .map((r) => {
+      const p: GatewayAccessPolicy = { id, name: `gateway ${id}`, enabled: true, action: "deny", senderTags: r.senderTags, gateways: r.gateways };
+      if (r.filter !== null) p.subnetFilter = r.filter;
+      return p;
+    });
+
+/**
+ * States where gateways serve subnets that contain the overlay and deny policies are common: the
+ * case where a gateway rule could reach into direct traffic. Every system may act as a gateway
+ * and serves at least one overlay-containing subnet; gateway policies are allows and denies.
+ */
+export const overlayStateArb: fc.Arbitrary<PolicyState> = fc
+  .integer({ min: 2, max: 5 })
+  .chain((n) =>
+    fc.tuple(
+      ...Array.from({ length: n }, (_, i) =>
+        fc.tuple(systemArb(i), fc.constantFrom(...OVERLAY_CONTAINING), fc.boolean()).map(([s, wide, nat]): System => {
+          const subnets = s.gatewaySubnets.filter((g) => g.prefix !== wide);
+          return { ...s, allowedAsGateway: true, gatewaySubnets: [...subnets, { prefix: wide, nat, source: "manual" }] };
+        }),
+      ),
+    ),
+  )
+  .chain((systems) =>
+    fc
+      .record({
+        direct: fc.integer({ min: 1, max: 4 }).chain((k) => fc.tuple(...Array.from({ length: k }, (_, i) => directPolicyArb(`d${i}`)))),
+        allows: fc
+          .integer({ min: 1, max: 3 })
+          .chain((k) => fc.tuple(...Array.from({ length: k }, (_, i) => gatewayPolicyArb(`g${i}`, systems, "allow")))),
+        denies: fc
+          .integer({ min: 1, max: 3 })
+          .chain((k) => fc.tuple(...Array.from({ length: k }, (_, i) => overlayDenyArb(`x${i}`, systems)))),
+      })
+      .map((r) => ({
+        network: "100.64.0.0/10",
+        systems,
+        directAccessPolicies: r.direct,
+        gatewayAccessPolicies: [...r.allows, ...r.denies],
+      })),
+  );

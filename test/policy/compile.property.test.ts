@@ -20,6 +20,7 @@ import {
   directPolicyArb,
   gatewayPolicyArb,
   INSTANTS,
+  overlayStateArb,
   packetsFor,
   shuffled,
   stateArb,
@@ -59,6 +60,33 @@ describe("compile agrees with the brute-force oracle", () => {
     expect(allowedSeen).toBeGreaterThan(1000);
     expect(gatewaySeen).toBeGreaterThan(300);
     expect(directSeen).toBeGreaterThan(300);
+  });
+});
+
+describe("gateways serving subnets that contain the overlay", () => {
+  test("with gateway allows and (filtered) denies on them, every packet agrees with the oracle", () => {
+    let overlayDirectAllowed = 0;
+    let gatewayDenied = 0;
+    fc.assert(
+      fc.property(overlayStateArb, nowArb, (state, now) => {
+        checkIntegrity(state);
+        const maps = compileAll(state, { now });
+        for (const p of packetsFor(state)) {
+          const d = decide(state, p.sender, p.destination, p.protocol, p.port, now);
+          const c = compiledVerdict(maps, p);
+          const context = () => JSON.stringify({ packet: p, decision: { ...d, findings: undefined }, compiled: c });
+          if (c.direct !== (d.path === "direct")) throw new Error(`direct mismatch: ${context()}`);
+          const expected = d.path === "gateway" ? d.gateways : [];
+          if (JSON.stringify(c.gateways) !== JSON.stringify(expected)) throw new Error(`gateway mismatch: ${context()}`);
+          if (d.path === "direct" && p.destination.startsWith("100.64.0.")) overlayDirectAllowed++;
+          if (!d.allowed && d.policy?.startsWith("x")) gatewayDenied++;
+        }
+      }),
+      { seed: 20240402, numRuns: 150 },
+    );
+    // The generator must produce both direct traffic into the overlay and gateway denies.
+    expect(overlayDirectAllowed).toBeGreaterThan(400);
+    expect(gatewayDenied).toBeGreaterThan(60);
   });
 });
 

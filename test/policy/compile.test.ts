@@ -11,7 +11,7 @@ import { decide } from "../../core/policy/evaluate.ts";
 import type { GatewayAccessPolicy, PolicyState } from "../../core/policy/model.ts";
 import { gatewayRulesPermit, NetMapSchema, netMapJson, rulesPermit } from "../../core/policy/netmap.ts";
 import { compiledVerdict } from "./arbitrary.ts";
-import { MONDAY_10, office, SATURDAY_10 } from "./fixtures.ts";
+import { MONDAY_10, office, SATURDAY_10, system } from "./fixtures.ts";
 
 const now = MONDAY_10;
 
@@ -286,6 +286,51 @@ describe("compile", () => {
       ],
     };
     expect(compile(directDeny, "DBSRV", { now }).peers).toEqual([]);
+  });
+
+  test("a gateway deny on a subnet containing the overlay never blocks direct traffic", () => {
+    // S0004 (dev) serves 96.0.0.0/4, which contains the overlay 100.64.0.0/10. The deny on that
+    // subnet governs forwarded traffic only: direct traffic to S0004's own address (and to other
+    // overlay addresses) is decided by direct policies alone (model.ts rule 5).
+    const state: PolicyState = {
+      network: "100.64.0.0/10",
+      systems: [
+        system("S0002", 3, { tags: ["ops"] }),
+        system("S0004", 5, {
+          tags: ["dev"],
+          allowedAsGateway: true,
+          gatewaySubnets: [{ prefix: "96.0.0.0/4", nat: false, source: "manual" }],
+        }),
+        system("S0005", 6, { tags: ["dev"] }),
+      ],
+      directAccessPolicies: [{ id: "d0", name: "ops to dev", enabled: true, fromTags: ["ops"], toTags: ["dev"], acls: [{ protocol: "icmp" }] }],
+      gatewayAccessPolicies: [
+        gp({ id: "g0", senderTags: ["ops"], gateways: [{ systemId: "S0004", subnets: ["96.0.0.0/4"] }] }),
+        gp({
+          id: "g1",
+          action: "deny",
+          senderTags: ["ops"],
+          gateways: [{ systemId: "S0004", subnets: ["96.0.0.0/4"] }],
+          subnetFilter: [{ destination: "0.0.0.0/0", protocol: "icmp" }],
+        }),
+      ],
+    };
+    const maps = compileAll(state, { now });
+    for (const destination of ["100.64.0.5", "100.64.0.6"]) {
+      const p = { sender: "S0002", destination, protocol: "icmp" as const, port: undefined };
+      const d = decide(state, p.sender, p.destination, p.protocol, p.port, now);
+      expect(d.allowed).toBe(true);
+      expect(d.path).toBe("direct");
+      expect(compiledVerdict(maps, p)).toEqual({ direct: true, gateways: [] });
+    }
+    // The deny still applies to forwarded traffic outside the overlay, and only there.
+    const forwarded = { sender: "S0002", destination: "99.1.2.3", protocol: "icmp" as const, port: undefined };
+    expect(decide(state, forwarded.sender, forwarded.destination, forwarded.protocol, forwarded.port, now).allowed).toBe(false);
+    expect(compiledVerdict(maps, forwarded)).toEqual({ direct: false, gateways: [] });
+    expect(compiledVerdict(maps, { ...forwarded, protocol: "tcp", port: 443 })).toEqual({ direct: false, gateways: ["S0004"] });
+    const denyDsts = (rules: readonly { action: string; dst: string }[]) => rules.filter((r) => r.action === "deny").map((r) => r.dst);
+    expect(denyDsts(maps.get("S0002")!.outboundRules)).toEqual(["100.128.0.0-111.255.255.255", "96.0.0.0-100.63.255.255"]);
+    expect(denyDsts(maps.get("S0004")!.gatewayRules)).toEqual(["100.128.0.0-111.255.255.255", "96.0.0.0-100.63.255.255"]);
   });
 
   test("IPv6 gateway subnets and destinations", () => {
