@@ -159,7 +159,6 @@ import {
   PARSE_OK,
   FRAG_FIRST,
   FRAG_LATER,
-  FRAG_NONE,
   PROTO_ICMP,
   PROTO_ICMPV6,
   PROTO_TCP,
@@ -781,20 +780,7 @@ export class Device implements PacketEngine {
       const proto = meta & 0xff;
       if (proto === PROTO_TCP || proto === (v6 ? PROTO_ICMPV6 : PROTO_ICMP)) return true;
       // The answer's headers: from the remote end (key words 5..8) to us (1..4), ports swapped.
-      h.family = v6 ? 6 : 4;
-      h.proto = proto;
-      h.s0 = k[5]!;
-      h.s1 = k[6]!;
-      h.s2 = k[7]!;
-      h.s3 = k[8]!;
-      h.d0 = k[1]!;
-      h.d1 = k[2]!;
-      h.d2 = k[3]!;
-      h.d3 = k[4]!;
-      h.sport = k[9]! & 0xffff;
-      h.dport = k[9]! >>> 16;
-      h.fragment = FRAG_NONE;
-      h.icmpType = -1;
+      own.headersFromKey(h, true);
       let peer: Peer | undefined;
       if (!v6) {
         peer = this.routes.lookupV4(h.s3);

@@ -27,6 +27,7 @@
  */
 import { FlowTable, KEY_FRAGMENT, KEY_V6 } from "./flow-table.ts";
 import {
+  FRAG_NONE,
   type PacketHeaders,
   PROTO_ICMP,
   PROTO_ICMPV6,
@@ -118,6 +119,32 @@ export class FlowTracker {
       k[8] = h.s3;
       k[9] = ((h.dport << 16) | h.sport) >>> 0;
     }
+  }
+
+  /**
+   * The inverse of keyTuple: loads the table's current key (as a retain() callback sees it) into
+   * the headers, reversed for the tuple of a packet answering the stored flow. The result is an
+   * unfragmented packet with no TCP flags or ICMP type: enough for the filters to re-check it.
+   */
+  headersFromKey(h: PacketHeaders, reverse: boolean): void {
+    const k = this.flows.key;
+    h.family = (k[0]! & KEY_V6) !== 0 ? 6 : 4;
+    h.proto = k[0]! & 0xff;
+    const src = reverse ? 5 : 1;
+    const dst = reverse ? 1 : 5;
+    h.s0 = k[src]!;
+    h.s1 = k[src + 1]!;
+    h.s2 = k[src + 2]!;
+    h.s3 = k[src + 3]!;
+    h.d0 = k[dst]!;
+    h.d1 = k[dst + 1]!;
+    h.d2 = k[dst + 2]!;
+    h.d3 = k[dst + 3]!;
+    const ports = k[9]!;
+    h.sport = reverse ? ports & 0xffff : ports >>> 16;
+    h.dport = reverse ? ports >>> 16 : ports & 0xffff;
+    h.fragment = FRAG_NONE;
+    h.icmpType = -1;
   }
 
   private timeout(h: PacketHeaders, state: number): number {

@@ -34,9 +34,9 @@ import {
   SELF,
   UNSOLICITED,
 } from "./filter.ts";
-import { FlowTable, KEY_FRAGMENT, KEY_V6 } from "./flow-table.ts";
+import { FlowTable, KEY_FRAGMENT } from "./flow-table.ts";
 import { type FlowTimeouts, FlowTracker, TABLE_FULL, resolveFlowTimeouts } from "./flow-tracker.ts";
-import { FRAG_FIRST, FRAG_LATER, FRAG_NONE, PacketHeaders, PARSE_OK } from "./headers.ts";
+import { FRAG_FIRST, FRAG_LATER, PacketHeaders, PARSE_OK } from "./headers.ts";
 
 export { DEFAULT_FLOW_TIMEOUTS, type FlowTimeouts } from "./flow-tracker.ts";
 
@@ -130,19 +130,7 @@ export class Gateway {
     return this.flows.retain((_slot, expiresAt) => {
       if (expiresAt <= now) return false;
       if ((k[0]! & KEY_FRAGMENT) !== 0) return true; // short-lived; its first fragment passed
-      h.family = (k[0]! & KEY_V6) !== 0 ? 6 : 4;
-      h.proto = k[0]! & 0xff;
-      h.s0 = k[1]!;
-      h.s1 = k[2]!;
-      h.s2 = k[3]!;
-      h.s3 = k[4]!;
-      h.d0 = k[5]!;
-      h.d1 = k[6]!;
-      h.d2 = k[7]!;
-      h.d3 = k[8]!;
-      h.sport = k[9]! >>> 16;
-      h.dport = k[9]! & 0xffff;
-      h.fragment = FRAG_NONE;
+      this.tracker.headersFromKey(h, false);
       return filter.check(filter.senderBySource(h), h, filter.destinationKind(h)) === ALLOW;
     });
   }
