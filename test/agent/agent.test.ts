@@ -11,14 +11,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, type AgentDataplane, diffPeers, dropLine, type DiscoveredAddress, parseEndpoint, peerConfigsFor, reportableSubnets } from "../../core/agent/agent.ts";
 import type { StreamItem } from "../../core/agent/client.ts";
-import { type Enrolment, type Identity, netMapPath, readSavedNetMap, writeSavedNetMap } from "../../core/agent/state.ts";
+import { netMapPath, readSavedNetMap, writeSavedNetMap } from "../../core/agent/state.ts";
 import type { AgentReport } from "../../core/control/protocol.ts";
 import type { DeviceStats, PeerConfig } from "../../core/dataplane/device.ts";
 import { recordingLogger } from "../../core/log.ts";
 import { DropLog } from "../../core/dataplane/drop-log.ts";
 import { taggedLogger } from "../../core/agent/log.ts";
 import { ipPacket } from "../dataplane/packets.ts";
-import { gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF, SERVER } from "./fixtures.ts";
+import { ENROLLED_IDENTITY, gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF, SERVER } from "./fixtures.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -26,23 +26,7 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const identity: Identity & { enrolment: Enrolment } = {
-  version: 1,
-  privateKey: SELF.privateKey,
-  publicKey: SELF.publicKey,
-  createdAt: 1,
-  enrolment: {
-    serverUrl: "http://10.0.0.1:7070",
-    serverPublicKey: SERVER.publicKey,
-    systemId: "ABC12",
-    virtualAddress: "100.64.0.2",
-    network: "100.64.0.0/10",
-    tags: ["laptops"],
-    approved: true,
-    hostname: "laptop",
-    enrolledAt: 2,
-  },
-};
+const identity = ENROLLED_IDENTITY;
 
 function fakeDataplane(): AgentDataplane & { calls: PeerConfig[][] } {
   const calls: PeerConfig[][] = [];

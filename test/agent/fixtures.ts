@@ -1,8 +1,10 @@
 /**
  * @module test/agent/fixtures
  * NetMaps for the agent tests, built by hand in the shape core/policy/netmap.ts defines: a
- * client (ABC12) with a gateway peer (GW001, serving 192.168.50.0/24) and a plain peer (PEER2).
+ * client (ABC12) with a gateway peer (GW001, serving 192.168.50.0/24) and a plain peer (PEER2),
+ * and that client's enrolled identity.
  */
+import type { Enrolment, Identity } from "../../core/agent/state.ts";
 import type { NetMap, NetMapPeer } from "../../core/policy/netmap.ts";
 import { nobleCrypto } from "../../core/wire/crypto-noble.ts";
 import { encodeKey, generatePrivateKey, publicKeyFrom } from "../../core/wire/keys.ts";
@@ -62,3 +64,22 @@ export function sampleNetMap(peers: NetMapPeer[] = [gatewayPeer(), plainPeer()])
     gatewayRules: [],
   };
 }
+
+/** The client's enrolled identity (state.ts identity.json), keys from SELF, server key SERVER. */
+export const ENROLLED_IDENTITY: Identity & { enrolment: Enrolment } = {
+  version: 1,
+  privateKey: SELF.privateKey,
+  publicKey: SELF.publicKey,
+  createdAt: 1,
+  enrolment: {
+    serverUrl: "http://10.0.0.1:7070",
+    serverPublicKey: SERVER.publicKey,
+    systemId: "ABC12",
+    virtualAddress: "100.64.0.2",
+    network: "100.64.0.0/10",
+    tags: ["laptops"],
+    approved: true,
+    hostname: "laptop",
+    enrolledAt: 2,
+  },
+};

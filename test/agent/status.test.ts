@@ -9,28 +9,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildStatus, formatAgo, formatBytes, renderStatus, type StatusInput } from "../../core/agent/status.ts";
-import { publicIdentity, writeIdentity, writeSavedNetMap, type Identity } from "../../core/agent/state.ts";
+import { publicIdentity, writeIdentity, writeSavedNetMap } from "../../core/agent/state.ts";
 import { newSyncState } from "../../core/agent/client.ts";
 import { runCli } from "../../cmd/main.ts";
-import { gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF, SERVER } from "./fixtures.ts";
+import { ENROLLED_IDENTITY, gatewayPeer, GW, PEER2, plainPeer, sampleNetMap, SELF } from "./fixtures.ts";
 
-const identity: Identity = {
-  version: 1,
-  privateKey: SELF.privateKey,
-  publicKey: SELF.publicKey,
-  createdAt: 1,
-  enrolment: {
-    serverUrl: "http://10.0.0.1:7070",
-    serverPublicKey: SERVER.publicKey,
-    systemId: "ABC12",
-    virtualAddress: "100.64.0.2",
-    network: "100.64.0.0/10",
-    tags: ["laptops"],
-    approved: true,
-    hostname: "laptop",
-    enrolledAt: 2,
-  },
-};
+const identity = ENROLLED_IDENTITY;
 
 function input(overrides: Partial<StatusInput> = {}): StatusInput {
   const sync = newSyncState();
